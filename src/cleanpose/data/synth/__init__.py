@@ -1,0 +1,1 @@
+"""The synthetic NOCS- and HouseCat6D-format dataset generator."""

@@ -1,0 +1,1 @@
+"""The official NOCS / HouseCat6D pose metrics."""

@@ -1,0 +1,1 @@
+"""The CleanPose network, one module per concept of the paper."""

@@ -1,0 +1,1 @@
+"""Point operators (furthest point sampling, ball query, grouping, interpolation, kNN)."""
