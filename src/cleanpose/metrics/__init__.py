@@ -1,1 +1,34 @@
-"""The official NOCS / HouseCat6D pose metrics."""
+"""The official NOCS / HouseCat6D pose metrics (metrics.md), vectorized.
+
+Typical use::
+
+    from cleanpose.metrics import load_results, evaluate_results, write_report
+    loaded = load_results("runs/real275/results", "nocs")   # unpickles: only trusted files
+    metrics = evaluate_results(loaded.results, "nocs", origins=loaded.origins)
+    write_report(metrics, "runs/real275/eval")
+
+Modules: ``datasets`` (class tables, symmetric lists), ``iou`` (official and axis-aligned 3-D IoU),
+``pose_error`` (rotation/translation errors), ``matching`` (greedy matching), ``average_precision``
+(VOC AP), ``results_io`` (reading and checking result dicts), ``evaluate`` (the whole metric),
+``report`` (json/csv/md/png output).
+"""
+
+from cleanpose.metrics.datasets import DATASETS, DatasetSpec, get_dataset
+from cleanpose.metrics.evaluate import Metrics, evaluate_arrays, evaluate_results
+from cleanpose.metrics.report import format_markdown_table, metrics_to_json, write_report
+from cleanpose.metrics.results_io import LoadedResults, collect_results, load_results
+
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "LoadedResults",
+    "Metrics",
+    "collect_results",
+    "evaluate_arrays",
+    "evaluate_results",
+    "format_markdown_table",
+    "get_dataset",
+    "load_results",
+    "metrics_to_json",
+    "write_report",
+]
