@@ -1,0 +1,67 @@
+"""Throughput of `cleanpose synth` (target: >= 5 frames/s on 2 cores at 640x480 with 4 objects).
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_synth.py [--workers 2] [--frames 40] [--split camera_train]
+
+Reports frames/s of the whole run (models, scenes, frames, lists) and of the frame phase alone, and the
+per-frame time of each stage (sampling+ray casting+shading, noise, file writing) in one process.
+"""
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cleanpose.data.synth import SensorNoise, generate
+from cleanpose.data.synth import writer_nocs
+from cleanpose.data.synth.generate import scene_frames
+
+
+def stage_times(split: str, frames: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        render_s = write_s = 0.0
+        start = time.perf_counter()
+        iterator = scene_frames("nocs", split, 0, frames, 0, (640, 480), SensorNoise(), 1,
+                                (4, 4))
+        for scene, _, frame, arrays in iterator:
+            render_s += time.perf_counter() - start
+            start = time.perf_counter()
+            writer_nocs.write_frame(root, split, 0, frame, scene, arrays, np.random.default_rng(frame))
+            write_s += time.perf_counter() - start
+            start = time.perf_counter()
+    print(f"one process, {frames} frames of {split}: render {1000 * render_s / frames:.0f} ms/frame, "
+          f"write {1000 * write_s / frames:.0f} ms/frame")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=40, help="frames in total (10 per scene)")
+    parser.add_argument("--split", default="camera_train", choices=writer_nocs.NOCS_SPLITS)
+    args = parser.parse_args()
+    stage_times(args.split, 6)
+    cpu_start = _cpu_seconds()
+    with tempfile.TemporaryDirectory() as folder:
+        summary = generate(Path(folder) / "data", "nocs", scenes=max(1, args.frames // 10), frames_per_scene=10,
+                           seed=0, workers=args.workers, splits=(args.split,), instances_per_category=2,
+                           objects_range=(4, 4), progress=False)
+    cpu_per_frame = (_cpu_seconds() - cpu_start) / summary.frames
+    print(f"{summary.frames} frames at 640x480, 4 objects, {args.workers} workers: {summary.seconds:.1f} s wall, "
+          f"{summary.frames_per_second:.2f} frames/s (incl. process start-up and {summary.models} models); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"CPU time {1000 * cpu_per_frame:.0f} ms/frame over all processes -> "
+          f"{args.workers / cpu_per_frame:.2f} frames/s on {args.workers} otherwise idle cores")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+if __name__ == "__main__":
+    main()

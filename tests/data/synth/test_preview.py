@@ -1,0 +1,44 @@
+"""Preview grid and the `cleanpose synth` command line."""
+
+import numpy as np
+import pytest
+
+from cleanpose.cli import main
+from cleanpose.data.formats import encoding
+from cleanpose.data.synth import SensorNoise, write_preview
+from cleanpose.data.synth.generate import scene_frames
+
+
+def test_preview_rows_are_the_rendered_frames(tmp_path):
+    path = write_preview(tmp_path / "p.png", frames=2, seed=4, image_size=(64, 48))
+    grid = encoding.read_color(path)
+    assert grid.shape == (2 * 48, 4 * 64, 3)
+    for scene_index in range(2):
+        arrays = next(scene_frames("nocs", "camera_train", scene_index, 1, 4, (64, 48), SensorNoise(), 6))[3]
+        row = grid[scene_index * 48:(scene_index + 1) * 48]
+        np.testing.assert_array_equal(row[:, :64], arrays.color)
+        seen = arrays.object_index >= 0
+        np.testing.assert_array_equal(row[:, 192:][seen], np.rint((arrays.nocs[seen] + 0.5) * 255).astype(np.uint8))
+        assert (row[:, 128:192][~seen] == 0).all()
+
+
+def test_cli_synth_and_errors(tmp_path, capsys):
+    out = tmp_path / "hc"
+    status = main(["--quiet", "synth", "--out", str(out), "--format", "housecat6d", "--scenes", "1",
+                   "--frames-per-scene", "1", "--splits", "test", "--image-size", "64x50", "--no-noise"])
+    assert status == 0
+    assert "wrote 1 frames" in capsys.readouterr().out
+    assert (out / "test_scene1" / "rgb" / "000000.png").exists()
+    assert main(["synth", "--out", str(out), "--format", "housecat6d"]) == 2
+    assert "folder is not empty; pass --overwrite" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "x"), "--format", "ycb"]) == 2
+    assert "unknown format 'ycb'" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "x"), "--scenes", "0"]) == 2
+    assert "scenes must be a positive integer; got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth"])  # --out is required
+    assert main(["--quiet", "synth", "--out", str(tmp_path / "prev"), "--preview", "--preview-frames", "1",
+                 "--image-size", "64x48"]) == 0
+    assert encoding.read_color(tmp_path / "prev" / "preview.png").shape == (48, 256, 3)
+    assert main(["synth", "--out", str(tmp_path / "y"), "--image-size", "64by48"]) == 2
+    assert "--image-size must look like 640x480; got '64by48'" in capsys.readouterr().err
