@@ -1,1 +1,12 @@
-"""The CleanPose network, one module per concept of the paper."""
+"""The CleanPose network, one module per concept of the paper.
+
+``build_model`` and ``load_checkpoint`` are the entry points (model.md §16b)::
+
+    from cleanpose.models import load_checkpoint
+    model = load_checkpoint("ours.pth")          # CPU, eval mode, queue loaded
+    out = model(batch, queue_idx=queue_idx)      # dict of reference output keys
+"""
+
+from cleanpose.models.net import CleanPoseNet, build_model, load_checkpoint, save_checkpoint
+
+__all__ = ["CleanPoseNet", "build_model", "load_checkpoint", "save_checkpoint"]

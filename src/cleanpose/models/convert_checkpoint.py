@@ -1,0 +1,385 @@
+"""Convert between the reference CleanPose checkpoints and ours (model.md §16a).
+
+The reference (chrislin0621/CleanPose) saves a bare ``state_dict`` of its ``Net`` without the ``ULIP_model.*``
+teacher: 750 keys with the DINOv2 backbone, 733 with PSP-ResNet18 (``cleanpose_state_dict_keys.tsv``), and
+the confounder queue separately as a pickle (``tensor_list.pkl``: a list of C lists of Q tensors (1, 256),
+possibly CUDA tensors and views into larger storages).
+
+Everything here is a pure function from state dict to state dict, built from the ``reference_key_map()`` of
+every module (the reference's short names live only in :data:`TOP_LEVEL_NAMES` and those maps):
+
+* :func:`reference_key_table` — ``{our key: reference key}`` for a config,
+* :func:`official_to_ours` / :func:`ours_to_official` — renaming with the strict consumption rule: every
+  reference key is consumed or deliberately dropped (only the unused ResNet ``fc`` layer may be dropped,
+  when our layout lacks it), unknown or missing keys and shape mismatches are errors,
+* :func:`load_reference_queue` — the queue pickle as a dense (C, Q, 256) float32 CPU tensor,
+* :func:`convert_official_checkpoint` / :func:`convert_to_official` — the two file conversions behind
+  ``cleanpose convert-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import io
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from cleanpose.config import ModelConfig, config_from_dict
+from cleanpose.errors import CheckpointError, ConfigError
+from cleanpose.models import (
+    backbones,
+    feature_aggregator,
+    front_door,
+    keypoint_detector,
+    nocs_predictor,
+    point_encoder,
+    pose_head,
+    reconstructor,
+)
+from cleanpose.models.distillation import ResidualDistillationHead, format_keys, map_keys
+from cleanpose.models.net import CleanPoseNet, load_model_state, read_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TOP_LEVEL_NAMES",
+    "convert_official_checkpoint",
+    "convert_to_official",
+    "infer_reference_config",
+    "load_reference_queue",
+    "load_reference_state_dict",
+    "net_reference_key_map",
+    "official_to_ours",
+    "ours_to_official",
+    "reference_key_table",
+]
+
+# Our top-level submodule -> (reference top-level name, module key map). The RGB branch is added per backbone.
+TOP_LEVEL_NAMES: dict[str, tuple[str, Any]] = {
+    "point_encoder": ("pts_extractor", point_encoder.reference_key_map),
+    "keypoint_detector": ("IAKD", keypoint_detector.reference_key_map),
+    "feature_aggregator": ("GAFA", feature_aggregator.reference_key_map),
+    "front_door": ("FD_Encoder", front_door.reference_key_map),
+    "nocs_predictor": ("nocs_predictor", nocs_predictor.reference_key_map),
+    "reconstructor": ("reconstructor", reconstructor.reference_key_map),
+    "pose_head": ("estimator", pose_head.reference_key_map),
+}
+
+
+def net_reference_key_map(rgb_backbone: str) -> list[tuple[str, str]]:
+    """``(ours, reference)`` key-prefix pairs for the whole network (see ``models/attention.py``).
+
+    Args:
+        rgb_backbone: ``dino`` or ``resnet``.
+    """
+    pairs: list[tuple[str, str]] = []
+    for ours, (reference, key_map) in TOP_LEVEL_NAMES.items():
+        pairs += [(rf"{ours}\.{a}", rf"{reference}\.{b}") for a, b in key_map()]
+        pairs.append((rf"{ours}\.", rf"{reference}\."))
+    pairs += [(rf"rgb_encoder\.{a}", b) for a, b in backbones.RGB_BACKBONES[rgb_backbone].reference_key_map()]
+    pairs += [(rf"distillation_head\.{a}", b) for a, b in ResidualDistillationHead.reference_key_map()]
+    return pairs
+
+
+@functools.lru_cache(maxsize=8)
+def _skeleton(config: ModelConfig) -> dict[str, torch.Size]:
+    """Our state-dict keys and shapes for ``config`` (built on the meta device: no memory, no init cost).
+
+    Cached per config (configs are frozen); callers must not modify the returned dict.
+    """
+    with torch.device("meta"):
+        model = CleanPoseNet(config, load_rgb_weights=False)
+    return {key: value.shape for key, value in model.state_dict().items() if not key.startswith("queue.")}
+
+
+def reference_key_table(config: ModelConfig) -> dict[str, str]:
+    """``{our key: reference key}`` for every saved key of the network ``config`` describes (queue excluded)."""
+    shapes = _skeleton(config)
+    return map_keys(list(shapes), net_reference_key_map(config.rgb_backbone), to_reference=True)
+
+
+def infer_reference_config(state: Mapping[str, torch.Tensor], *, queue_length: int | None = None) -> ModelConfig:
+    """The camera_real config with ``rgb_backbone`` and ``cat_num`` read off a reference state dict.
+
+    ``feature_mlp.0.weight`` present → ``dino``, absent → ``resnet``; ``cat_num`` = rows of
+    ``nocs_predictor.atten_mlp.4.weight`` / (3 · 64).
+
+    Raises:
+        CheckpointError: the NOCS head's last layer is missing or its size is not a multiple of 3 · 64.
+    """
+    key = "nocs_predictor.atten_mlp.4.weight"
+    if key not in state:
+        raise CheckpointError(f"reference state dict lacks {key}; cannot infer cat_num (pass --config)")
+    bins = ModelConfig().nocs_predictor.num_bins
+    rows = state[key].shape[0]
+    if rows % (3 * bins):
+        raise CheckpointError(f"{key} has {rows} rows; expected a multiple of 3 x {bins} (cat_num x 3 x bins_num)")
+    reference = {"rgb_backbone": "dino" if "feature_mlp.0.weight" in state else "resnet", "cat_num": rows // (3 * bins)}
+    return ModelConfig.from_reference_yaml(reference, queue_length=queue_length)
+
+
+def official_to_ours(
+    state: Mapping[str, torch.Tensor], config: ModelConfig, *, source: str = "reference state dict"
+) -> dict[str, torch.Tensor]:
+    """Rename a reference state dict to ours, strictly.
+
+    Args:
+        state: the reference ``Net.state_dict()`` (no ``ULIP_model.*`` keys).
+        config: the network it belongs to.
+        source: name used in error messages.
+
+    Returns:
+        Our state dict (queue excluded), sharing the input tensors.
+
+    Raises:
+        CheckpointError: unknown reference keys, missing keys (reference names listed) or shape mismatches.
+    """
+    shapes = _skeleton(config)
+    table = reference_key_table(config)
+    inverse = {reference: ours for ours, reference in table.items()}
+    droppable = [re.compile(pattern) for pattern in backbones.reference_dropped_keys(config.rgb_backbone)]
+    unknown = [key for key in state if key not in inverse and not any(p.match(key) for p in droppable)]
+    missing = [reference for reference in inverse if reference not in state]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"unknown keys: {format_keys(unknown)}")
+        if missing:
+            parts.append(f"missing keys: {format_keys(missing)}")
+        raise CheckpointError(
+            f"{source}: does not match the reference network (rgb_backbone={config.rgb_backbone}, "
+            f"cat_num={config.num_categories}); " + "; ".join(parts)
+        )
+    mismatched = [
+        f"{reference} {tuple(state[reference].shape)} vs {tuple(shapes[ours])}"
+        for reference, ours in inverse.items()
+        if tuple(state[reference].shape) != tuple(shapes[ours])
+    ]
+    if mismatched:
+        raise CheckpointError(f"{source}: shape mismatch (reference vs config): {'; '.join(mismatched[:12])}")
+    dropped = [key for key in state if key not in inverse]
+    if dropped:
+        logger.info("dropped %d unused reference keys: %s", len(dropped), format_keys(dropped))
+    return {inverse[reference]: value for reference, value in state.items() if reference in inverse}
+
+
+def ours_to_official(
+    state: Mapping[str, torch.Tensor], config: ModelConfig, *, source: str = "state dict"
+) -> dict[str, torch.Tensor]:
+    """Rename our state dict (queue keys ignored) to the reference's names, strictly.
+
+    Keys our layout drops (the ResNet ``fc`` layer) are absent from the result; load it into the reference
+    ``Net`` with ``strict=False`` in that case.
+
+    Raises:
+        CheckpointError: unknown or missing keys, or shape mismatches.
+    """
+    shapes = _skeleton(config)
+    table = reference_key_table(config)
+    ours = {key: value for key, value in state.items() if not key.startswith("queue.")}
+    unknown = sorted(set(ours) - set(table))
+    missing = sorted(set(table) - set(ours))
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"unknown keys: {format_keys(unknown)}")
+        if missing:
+            parts.append(f"missing keys: {format_keys(missing)}")
+        raise CheckpointError(f"{source}: does not match the network; " + "; ".join(parts))
+    mismatched = [
+        f"{key} {tuple(value.shape)} vs {tuple(shapes[key])}"
+        for key, value in ours.items()
+        if tuple(value.shape) != tuple(shapes[key])
+    ]
+    if mismatched:
+        raise CheckpointError(f"{source}: shape mismatch (state vs config): {'; '.join(mismatched[:12])}")
+    return {table[key]: value for key, value in ours.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a reference checkpoint: a bare state dict, or one under ``state_dict`` or ``model``.
+
+    Raises:
+        CheckpointError: missing or unreadable file, or no state dict in it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: reference checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for refused or corrupt files
+        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({error})") from error
+    if isinstance(checkpoint, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), Mapping):
+                checkpoint = checkpoint[key]
+                break
+    if (
+        not isinstance(checkpoint, Mapping)
+        or not checkpoint
+        or not all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+    ):
+        raise CheckpointError(f"{path}: expected a state dict of tensors (bare, or under 'state_dict' or 'model')")
+    return {key[len("module.") :] if key.startswith("module.") else key: value for key, value in checkpoint.items()}
+
+
+class _QueueUnpickler(pickle.Unpickler):
+    """Unpickles only tensors (and lists): storages are read with ``weights_only=True`` onto the CPU."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _storage_to_cpu
+        if (module, name) in {
+            ("torch._utils", "_rebuild_tensor_v2"),
+            ("torch._utils", "_rebuild_tensor"),
+            ("collections", "OrderedDict"),
+        }:
+            return getattr(torch._utils, name) if module == "torch._utils" else collections.OrderedDict
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a queue pickle")
+
+
+def _storage_to_cpu(data: bytes):
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def load_reference_queue(path: str | Path) -> torch.Tensor:
+    """Read the reference ``tensor_list.pkl`` as a dense (C, Q, 256) float32 CPU tensor.
+
+    Accepts entries of shape (1, 256) or (256,), CUDA tensors (remapped to the CPU) and views into larger
+    storages (copied densely). Index q of row c is entry q of list c (oldest first). Only tensors, lists and
+    tuples are unpickled; any other object in the file is refused.
+
+    Raises:
+        CheckpointError: unreadable file, not a list of lists of tensors, lists of unequal length, or entries
+            of another size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: queue pickle not found")
+    try:
+        with path.open("rb") as handle:
+            queue = _QueueUnpickler(handle).load()
+    except Exception as error:  # pickle and torch raise several types for foreign or corrupt files
+        raise CheckpointError(f"{path}: cannot read the queue pickle ({error})") from error
+    if not isinstance(queue, (list, tuple)) or not queue or not all(isinstance(row, (list, tuple)) for row in queue):
+        raise CheckpointError(f"{path}: expected a list of per-category lists of tensors")
+    lengths = sorted({len(row) for row in queue})
+    if len(lengths) != 1 or lengths[0] == 0:
+        raise CheckpointError(
+            f"{path}: per-category lists have lengths {[len(row) for row in queue]}; "
+            "expected one common non-zero length"
+        )
+    rows = []
+    for c, row in enumerate(queue):
+        entries = []
+        for q, entry in enumerate(row):
+            if not isinstance(entry, torch.Tensor) or entry.numel() != entry.shape[-1] or entry.dim() > 2:
+                shape = tuple(entry.shape) if isinstance(entry, torch.Tensor) else type(entry).__name__
+                raise CheckpointError(f"{path}: entry [{c}][{q}] is {shape}; expected a tensor of shape (1, D) or (D,)")
+            entries.append(entry.detach().reshape(-1).to(torch.float32))
+        widths = {entry.shape[0] for entry in entries}
+        if len(widths) != 1:
+            raise CheckpointError(f"{path}: category {c} mixes feature widths {sorted(widths)}")
+        rows.append(torch.stack(entries))
+    widths = {row.shape[1] for row in rows}
+    if len(widths) != 1:
+        raise CheckpointError(f"{path}: categories have feature widths {sorted(widths)}; expected one")
+    return torch.stack(rows).contiguous()
+
+
+def _reference_config(path: str | Path) -> tuple[dict[str, Any], str]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, Mapping) or not isinstance(data.get("pose_net"), Mapping):
+        raise ConfigError(f"{path}: no 'pose_net' section; expected a reference config (config/REAL/camera_real.yaml)")
+    return dict(data["pose_net"]), str(path)
+
+
+def convert_official_checkpoint(
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    config_path: str | Path | None = None,
+    queue_path: str | Path | None = None,
+) -> CleanPoseNet:
+    """Convert a reference checkpoint (and optionally its queue pickle) into a cleanpose checkpoint.
+
+    Args:
+        in_path: reference ``.pth`` (bare state dict, or under ``state_dict`` / ``model``).
+        out_path: cleanpose checkpoint to write.
+        config_path: reference YAML whose ``pose_net`` section describes the network; None infers
+            ``rgb_backbone`` and ``cat_num`` from the keys (camera_real defaults otherwise).
+        queue_path: reference ``tensor_list.pkl``; None writes a checkpoint without queue.
+
+    Returns:
+        The converted network (eval mode, CPU).
+
+    Raises:
+        CheckpointError, ConfigError: see :func:`official_to_ours`, :func:`load_reference_queue`; a config that
+            disagrees with the keys' shapes; a queue whose C differs from ``cat_num``.
+    """
+    state = load_reference_state_dict(in_path)
+    queue = load_reference_queue(queue_path) if queue_path is not None else None
+    queue_length = queue.shape[1] if queue is not None else None
+    if config_path is not None:
+        pose_net, name = _reference_config(config_path)
+        config = ModelConfig.from_reference_yaml(pose_net, queue_length=queue_length, source=name)
+    else:
+        config = infer_reference_config(state, queue_length=queue_length)
+    if queue is not None and (
+        queue.shape[0] != config.num_categories or queue.shape[2] != config.front_door.feature_dim
+    ):
+        raise CheckpointError(
+            f"{queue_path}: queue has {queue.shape[0]} categories of {queue.shape[2]}-d features; the network has "
+            f"cat_num {config.num_categories} and feat_dim {config.front_door.feature_dim}"
+        )
+    ours = official_to_ours(state, config, source=str(in_path))
+    model = CleanPoseNet(config, load_rgb_weights=False)
+    load_model_state(model, ours, queue, source=str(in_path))
+    save_checkpoint(model, out_path)
+    logger.info("wrote %s (%d tensors, queue %s)", out_path, len(ours), "none" if queue is None else tuple(queue.shape))
+    return model.eval()
+
+
+def convert_to_official(in_path: str | Path, out_path: str | Path, *, queue_path: str | Path | None = None) -> None:
+    """Write a cleanpose checkpoint as a reference state dict (and its queue as a reference pickle).
+
+    Args:
+        in_path: cleanpose checkpoint.
+        out_path: bare reference state dict to write.
+        queue_path: where to write the queue as a list of C lists of (1, 256) CPU tensors; None skips it.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, bad keys, or ``queue_path`` given for a checkpoint without queue.
+    """
+    checkpoint = read_checkpoint(in_path)
+    try:
+        config = config_from_dict(checkpoint["config"], ModelConfig, source=f"{in_path} [config]")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+    torch.save(ours_to_official(checkpoint["model"], config, source=str(in_path)), Path(out_path))
+    if queue_path is not None:
+        queue = checkpoint["queue"]
+        if queue is None:
+            raise CheckpointError(f"{in_path}: checkpoint holds no queue; cannot write {queue_path}")
+        entries = [[queue[c, q].reshape(1, -1).clone() for q in range(queue.shape[1])] for c in range(queue.shape[0])]
+        with Path(queue_path).open("wb") as handle:
+            pickle.dump(entries, handle)
