@@ -56,5 +56,262 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _run_data_check(args: argparse.Namespace) -> int:
+    from cleanpose.data.check import check_dataset
+
+    report = check_dataset(args.dir, format=args.format, limit=args.limit, progress=not args.quiet)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+def _add_data(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="inspect and validate datasets")
+    data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    check = data_commands.add_parser(
+        "check", help="validate a dataset tree; exit status 1 when an error is found"
+    )
+    check.add_argument("dir", help="dataset root (NOCS after DPDN preprocessing, or HouseCat6D)")
+    check.add_argument("--format", choices=("nocs", "housecat6d"), default=None, help="default: detect")
+    check.add_argument("--limit", type=int, default=None, help="check at most this many frames per split")
+    check.set_defaults(handler=_run_data_check)
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score result pickles with the official NOCS / HouseCat6D metrics",
+        description=(
+            "Score per-image result pickles with the official NOCS / HouseCat6D pose metrics (3D IoU APs, "
+            "both the official NOCS IoU and the axis-aligned one, and n-degree m-cm APs); print the table and "
+            "write metrics.json, metrics.csv, metrics.md and AP curve PNGs. WARNING: loading a pickle executes "
+            "code stored in it; only evaluate result files you trust."
+        ),
+    )
+    parser.add_argument(
+        "--results",
+        required=True,
+        metavar="PATH",
+        help="a folder of result pickles (NOCS: results*.pkl inside it, else every *.pkl below it; "
+        "HouseCat6D: every *.pkl below it) or one pickle holding a list of result dicts",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for metrics.json/.csv/.md and the curves")
+    parser.add_argument("--dataset", choices=["nocs", "housecat6d"], default="nocs", help="class table (default: nocs)")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from cleanpose.metrics import evaluate_results, format_markdown_table, load_results, write_report
+
+    loaded = load_results(args.results, args.dataset, progress=not args.quiet)
+    metrics = evaluate_results(loaded.results, args.dataset, origins=loaded.origins)
+    write_report(metrics, args.out)
+    print(format_markdown_table(metrics), end="")
+    logger.info("wrote metrics.json, metrics.csv, metrics.md and curves to %s", args.out)
+    return 0
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from cleanpose.data.synth import SensorNoise, generate, write_preview
+    from cleanpose.errors import UsageError
+
+    image_size = None
+    if args.image_size is not None:
+        try:
+            width, height = (int(part) for part in args.image_size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--image-size must look like 640x480; got {args.image_size!r}") from None
+        image_size = (width, height)
+    noise = SensorNoise(enabled=not args.no_noise)
+    if args.preview:
+        path = write_preview(args.out / "preview.png" if args.out.suffix != ".png" else args.out,
+                             format=args.format, frames=args.preview_frames, seed=args.seed,
+                             image_size=image_size, noise=noise)
+        print(path)
+        return 0
+    splits = tuple(args.splits.split(",")) if args.splits else None
+    summary = generate(args.out, format=args.format, scenes=args.scenes, frames_per_scene=args.frames_per_scene,
+                       seed=args.seed, workers=args.workers, image_size=image_size, splits=splits, noise=noise,
+                       overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {summary.frames} frames ({summary.labelled_frames} labelled) of {summary.scenes} scenes and "
+          f"{summary.models} models to {summary.out_dir} in {summary.seconds:.1f} s "
+          f"({summary.frames_per_second:.2f} frames/s)")
+    return 0
+
+
+def _add_synth(subparsers: argparse._SubParsersAction) -> None:
+    from pathlib import Path
+
+    synth = subparsers.add_parser("synth", help="write a synthetic NOCS- or HouseCat6D-format dataset")
+    synth.add_argument("--out", type=Path, required=True,
+                       help="dataset root to create (with --preview: folder or .png file of the preview)")
+    synth.add_argument("--format", default="nocs", help="nocs or housecat6d (default nocs)")
+    synth.add_argument("--scenes", type=int, default=1, help="scenes per split (default 1)")
+    synth.add_argument("--frames-per-scene", type=int, default=10, help="frames per scene (default 10)")
+    synth.add_argument("--seed", type=int, default=0, help="dataset seed; equal seeds give identical files")
+    synth.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    synth.add_argument("--splits", default=None,
+                       help="comma-separated subset: camera_train,camera_val,real_train,real_test (nocs) or "
+                            "train,test (housecat6d); default all")
+    synth.add_argument("--image-size", default=None, help="WxH, default 640x480 (nocs) / 1096x852 (housecat6d)")
+    synth.add_argument("--no-noise", action="store_true", help="perfect depth (no sensor noise model)")
+    synth.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in --out")
+    synth.add_argument("--preview", action="store_true",
+                       help="only write a PNG grid (colour, depth, mask, NOCS) of a few frames")
+    synth.add_argument("--preview-frames", type=int, default=4, help="rows of the preview grid (default 4)")
+    synth.set_defaults(handler=_run_synth)
+
+
+def _run_convert_checkpoint(args: argparse.Namespace) -> int:
+    from cleanpose.errors import UsageError
+    from cleanpose.models.convert_checkpoint import convert_official_checkpoint, convert_to_official
+
+    if args.source == "official":
+        convert_official_checkpoint(args.input, args.output, config_path=args.config, queue_path=args.queue)
+    else:
+        if args.config is not None:
+            raise UsageError("--config applies to --from official only (our checkpoints carry their config)")
+        convert_to_official(args.input, args.output, queue_path=args.queue)
+    logger.info("wrote %s", args.output)
+    return 0
+
+
+def _add_convert_checkpoint(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert-checkpoint",
+        help="convert a reference CleanPose checkpoint (and queue pickle) to ours, or back",
+        description=(
+            "--from official: read the reference state dict IN (750 keys for dino, 733 for resnet) and write the "
+            "cleanpose checkpoint OUT, with the network described by --config (a reference YAML; default: "
+            "camera_real with rgb_backbone and cat_num inferred from the keys) and the queue read from --queue "
+            "(the reference tensor_list.pkl). --from ours: write our checkpoint IN as a reference state dict OUT "
+            "and, with --queue, its queue as a reference pickle."
+        ),
+    )
+    parser.add_argument("input", metavar="IN", help="checkpoint to read")
+    parser.add_argument("output", metavar="OUT", help="checkpoint to write")
+    parser.add_argument("--from", dest="source", choices=("official", "ours"), default="official",
+                        help="layout of IN (default official)")
+    parser.add_argument("--config", metavar="REF.yaml", default=None, help="reference config (its pose_net section)")
+    parser.add_argument("--queue", metavar="QUEUE.pkl", default=None,
+                        help="reference queue pickle to read (--from official) or to write (--from ours)")
+    parser.set_defaults(handler=_run_convert_checkpoint)
+
+
+def _load_train_config(args: argparse.Namespace):
+    from cleanpose.config import TrainConfig, load_config
+
+    return load_config(args.config, TrainConfig, overrides=args.set or ())
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="C", help="run config YAML (see configs/)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set run.epochs=2 (repeatable)")
+
+
+def _run_queue(args: argparse.Namespace) -> int:
+    from cleanpose.engine.queue_extraction import extract_queue, write_queue_file
+    from cleanpose.engine.train import build_training_datasets, resolve_device
+
+    config = _load_train_config(args)
+    queue = extract_queue(config, build_training_datasets(config), resolve_device(config.run.device),
+                          teacher_checkpoint=config.run.queue_teacher_checkpoint)
+    write_queue_file(args.out, queue, source=str(args.config))
+    logger.info("wrote the initial queue %s of shape %s to %s", "x".join(map(str, queue.shape)), args.out)
+    return 0
+
+
+def _add_queue(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("queue", help="extract the initial confounder queue from teacher features")
+    _add_config_arguments(parser)
+    parser.add_argument("--out", required=True, metavar="queue.pt", help="queue file to write")
+    parser.set_defaults(handler=_run_queue)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from cleanpose.engine.train import train
+
+    checkpoint = train(_load_train_config(args), resume=args.resume, quiet=args.quiet)
+    logger.info("checkpoint: %s", checkpoint)
+    return 0
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a CleanPose network (one process, or under torchrun)")
+    _add_config_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from run.out_dir/checkpoints/last.pt")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_test(args: argparse.Namespace) -> int:
+    from cleanpose.engine.test import build_test_dataset, evaluate_and_report, predict_dataset
+    from cleanpose.engine.train import resolve_device
+    from cleanpose.metrics import format_markdown_table
+    from cleanpose.models.net import load_checkpoint
+
+    config = _load_train_config(args)
+    device = resolve_device(config.run.device)
+    model = load_checkpoint(args.checkpoint).to(device)
+    dataset = build_test_dataset(config.data.root, config.data.test_split, masks=args.masks,
+                                 image_size=config.data.image_size, num_points=config.data.num_points,
+                                 seed=config.run.seed, depth_cache_dir=config.data.depth_cache_dir)
+    results = predict_dataset(model, dataset, f"{args.out}/results", device=device, seed=config.run.seed,
+                              quiet=args.quiet)
+    metrics = evaluate_and_report(results, config.data.format, args.out)
+    print(format_markdown_table(metrics), end="")
+    return 0
+
+
+def _add_test(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("test", help="predict a test set, write result pickles, print the metrics")
+    _add_config_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="cleanpose checkpoint")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for results/ and the metrics")
+    parser.add_argument("--masks", choices=("segmentation", "gt"), default="segmentation",
+                        help="detections: the segmentation results (default) or ground-truth masks")
+    parser.set_defaults(handler=_run_test)
+
+
+def _run_visualize(args: argparse.Namespace) -> int:
+    from cleanpose.engine.visualize import visualize_results
+
+    written = visualize_results(args.results, args.data, args.out, dataset=args.dataset, limit=args.limit)
+    print(f"{len(written)} pictures in {args.out}")
+    return 0
+
+
+def _add_visualize(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("visualize", help="draw predicted and ground-truth boxes side by side")
+    parser.add_argument("--results", required=True, metavar="DIR", help="result pickles written by cleanpose test")
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset root the results refer to")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG pictures")
+    parser.add_argument("--dataset", choices=("nocs", "housecat6d"), default="nocs")
+    parser.add_argument("--limit", type=int, default=None, help="draw at most this many images")
+    parser.set_defaults(handler=_run_visualize)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from cleanpose.engine.demo import run_demo
+    from cleanpose.metrics import format_markdown_table
+
+    metrics = run_demo(args.out, args.config, quick=args.quick, quiet=args.quiet)
+    print(format_markdown_table(metrics), end="")
+    print(f"IoU50 (mean, official NOCS IoU): {metrics.headline()['mean']['iou50']:.1f}")
+    print(f"everything is in {args.out}: data/, train/ (loss_curve.png, tensorboard/), test/, pictures/")
+    return 0
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="synthesize data, train, test and report, on the CPU")
+    parser.add_argument("--out", default="runs/demo", metavar="DIR", help="demo folder (replaced on rerun)")
+    parser.add_argument("--config", default="configs/demo-cpu.yaml", metavar="C", help="run config")
+    parser.add_argument("--quick", action="store_true", help="the same chain on tiny sizes (about a minute)")
+    parser.set_defaults(handler=_run_demo)
+
+
 # Subcommands in help order; each adds its parser and sets `handler`. Keep this list last.
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo, _add_synth, _add_data, _add_queue, _add_train, _add_test, _add_evaluate, _add_visualize,
+    _add_convert_checkpoint,
+]

@@ -1,0 +1,291 @@
+"""Training: the loop is "fetch batch, loss, backward, step"; everything else is a hook.
+
+One step consumes one global batch (see `cleanpose.engine.batching`): every rank runs its
+``micro_batches`` shards (forward, loss, backward; gradients averaged over all shards of all ranks),
+then every rank pushes the all-gathered pooled keypoint features of every shard, in shard order, into
+its confounder queue, so the queues stay identical on all ranks (and equal to a one-process run with
+as many micro-batches), then the optimiser and the learning-rate schedule step. Losses are read back
+to the host only on logging steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from cleanpose.config import TrainConfig, save_config
+from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTrainingDataset, NocsTrainingDataset, SkipCounter, concat_batches
+from cleanpose.engine import distributed
+from cleanpose.engine.batching import ShardedBatchSampler, queue_random_state, step_generator
+from cleanpose.engine.checkpoint import load_training_state, save_training_state
+from cleanpose.engine.hooks import HookBase, default_hooks
+from cleanpose.engine.queue_extraction import read_queue_file
+from cleanpose.errors import ConfigError
+from cleanpose.fileio import ensure_writable_folder
+from cleanpose.models.distillation import build_teacher
+from cleanpose.models.losses import CleanPoseLoss, split_batch_loss
+from cleanpose.models.net import CleanPoseNet, build_model
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_training_datasets(config: TrainConfig) -> list[torch.utils.data.Dataset]:
+    """One dataset per source, in batch order (NOCS: ``data.sources``; HouseCat6D: one)."""
+    data, seed = config.data, config.run.seed
+    cache = FilledDepthCache(data.depth_cache_dir, max_items=256)
+    skips = SkipCounter()
+    common = dict(image_size=data.image_size, num_points=data.num_points, seed=seed, depth_cache=cache, skips=skips)
+    if data.format == "housecat6d":
+        return [HouseCat6DTrainingDataset(data.root, **common)]
+    return [
+        NocsTrainingDataset(data.root, source, count, outlier_threshold=data.outlier_threshold, **common)
+        for source, count in zip(data.sources, data.images_per_epoch)
+    ]
+
+
+@dataclass
+class StepResult:
+    """What one step leaves for the hooks: loss terms on the device (mean over every shard)."""
+
+    step: int
+    epoch: int
+    losses: dict[str, torch.Tensor]
+    objects: int
+
+
+class Trainer:
+    """Runs the steps of a training run and calls its hooks (detectron2's ``SimpleTrainer`` split).
+
+    Args:
+        config: the run's config.
+        model: the network, already on its device (wrapped in DDP when distributed).
+        loss: the loss module.
+        optimizer, scheduler: Adam and CyclicLR.
+        datasets: one training dataset per source, in batch order.
+        device: where the model lives.
+        hooks: called before/after training, each step and each epoch.
+    """
+
+    def __init__(self, config, model, loss, optimizer, scheduler, datasets, device, hooks: Sequence[HookBase] = ()):
+        self.config = config
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.datasets = datasets
+        self.device = device
+        self.hooks = list(hooks)
+        self.step = 0
+        self.world_size = distributed.get_world_size()
+        self.rank = distributed.get_rank()
+        self.micro_batches = config.run.micro_batches
+        self.num_shards = self.world_size * self.micro_batches
+        self.steps_per_epoch = config.run.iterations_per_epoch or min(
+            len(dataset) // size for dataset, size in zip(datasets, config.data.batch_sizes)
+        )
+        self.max_steps = config.run.epochs * self.steps_per_epoch
+        for hook in self.hooks:
+            hook.trainer = self
+
+    @property
+    def network(self) -> CleanPoseNet:
+        """The bare network (without the DDP wrapper)."""
+        return getattr(self.model, "module", self.model)
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+    def _loaders(self, epoch: int, start_step: int) -> list[Iterator]:
+        loaders = []
+        for dataset, batch_size in zip(self.datasets, self.config.data.batch_sizes):
+            shards = [
+                ShardedBatchSampler(
+                    len(dataset), batch_size, self.steps_per_epoch, seed=self.config.run.seed, epoch=epoch,
+                    stream=dataset.stream, shard=self.rank * self.micro_batches + m, num_shards=self.num_shards,
+                    start_step=start_step,
+                )
+                for m in range(self.micro_batches)
+            ]
+            sampler = _InterleavedSampler(shards)
+            loaders.append(
+                iter(
+                    DataLoader(
+                        dataset, batch_sampler=sampler, num_workers=self.config.data.workers,
+                        pin_memory=self.device.type == "cuda", persistent_workers=False,
+                    )
+                )
+            )
+        return loaders
+
+    def train(self) -> None:
+        """Run from the current step to the end of the schedule."""
+        self._call("before_train")
+        while self.step < self.max_steps:
+            epoch, start = self.epoch, self.step % self.steps_per_epoch
+            for dataset in self.datasets:
+                dataset.set_epoch(epoch)
+            self._call("before_epoch")
+            loaders = self._loaders(epoch, start)
+            for _ in range(start, self.steps_per_epoch):
+                shards = [[next(loader) for loader in loaders] for _ in range(self.micro_batches)]
+                result = self.run_step(shards)
+                self.step += 1
+                self._call("after_step", result)
+            self._call("after_epoch")
+        self._call("after_train")
+
+    def run_step(self, shards: list[list[dict]]) -> StepResult:
+        """Forward, loss and backward for each of this rank's shards, queue update, optimiser step."""
+        config, epoch, step = self.config, self.epoch, self.step
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        categories, pooled, totals = [], [], {}
+        for m, parts in enumerate(shards):
+            shard = self.rank * self.micro_batches + m
+            batch = concat_batches(parts) if len(parts) > 1 else parts[0]
+            batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+            sync = contextlib.nullcontext() if m == len(shards) - 1 or self.world_size == 1 else self.model.no_sync()
+            with sync:
+                with _autocast(self.device, config.run.precision):
+                    outputs = self.model(
+                        batch,
+                        generator=step_generator(config.run.seed, epoch, step, shard, self.device),
+                        queue_random_state=queue_random_state(config.run.seed, epoch, step, shard),
+                        update_queue=False,
+                    )
+                outputs = {key: value.float() if value.is_floating_point() else value for key, value in outputs.items()}
+                if len(parts) > 1:
+                    losses = split_batch_loss(self.loss, outputs, batch, parts[0]["pts"].shape[0])
+                else:
+                    losses = self.loss(outputs, batch)
+                (losses["total"] / len(shards)).backward()
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0) + value.detach() / len(shards)
+            if "pooled_kpt_feature" in outputs:
+                categories.append(batch["category_label"].reshape(-1))
+                pooled.append(outputs["pooled_kpt_feature"].detach())
+        if pooled:
+            self.network.queue.push(
+                distributed.all_gather_concat(torch.cat(categories)), distributed.all_gather_concat(torch.cat(pooled))
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        objects = sum(part["pts"].shape[0] for parts in shards for part in parts) * self.world_size
+        return StepResult(step=step, epoch=epoch, losses=totals, objects=objects)
+
+    def _call(self, name: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, name)(*args)
+
+
+class _InterleavedSampler(torch.utils.data.Sampler):
+    """Yields the batches of several shard samplers round-robin (micro-batch 0, 1, … of each step)."""
+
+    def __init__(self, samplers: Sequence[ShardedBatchSampler]):
+        self.samplers = list(samplers)
+
+    def __len__(self) -> int:
+        return sum(len(sampler) for sampler in self.samplers)
+
+    def __iter__(self):
+        for batches in zip(*self.samplers):
+            yield from batches
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig):
+    """Adam over the trainable parameters and the reference's triangular CyclicLR (stepped every iteration)."""
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=config.optim.base_lr, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CyclicLR(
+        optimizer,
+        base_lr=config.optim.base_lr,
+        max_lr=config.optim.max_lr,
+        step_size_up=config.optim.step_size,
+        step_size_down=config.optim.step_size,
+        mode="triangular",
+        cycle_momentum=False,
+    )
+    return optimizer, scheduler
+
+
+def prepare_model(config: TrainConfig, device: torch.device) -> CleanPoseNet:
+    """Build the network, fill its queue from ``run.initial_queue`` and attach the teacher."""
+    model = build_model(config.model)
+    if config.model.use_front_door:
+        if config.run.initial_queue is None:
+            raise ConfigError("run.initial_queue is not set: write one with 'cleanpose queue --config C --out queue.pt'")
+        model.queue.fill(read_queue_file(config.run.initial_queue, model.queue.features.shape))
+    if config.model.use_distillation and config.model.distillation.teacher != "none":
+        model.attach_teacher(build_teacher(config.model.distillation))
+    return model.to(device)
+
+
+def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Path:
+    """Train a network as ``config`` says; returns the path of the final checkpoint.
+
+    Args:
+        config: the whole run config (saved as ``run.out_dir/config.yaml``).
+        resume: continue from ``run.out_dir/checkpoints/last.pt`` (same schedule, same draws).
+        quiet: no progress bar.
+
+    Raises:
+        ConfigError: inconsistent settings (batch sizes that do not shard, too few samples, no queue).
+        UsageError: the output folder is not writable or its disk is nearly full.
+    """
+    device = distributed.init_from_environment(resolve_device(config.run.device).type)
+    out_dir = Path(config.run.out_dir)
+    checkpoint_path = out_dir / "checkpoints" / CHECKPOINT_NAME
+    if distributed.is_main_process():
+        ensure_writable_folder(out_dir / "checkpoints", min_free_bytes=512 * 2**20)
+        if not resume and checkpoint_path.exists():
+            raise ConfigError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another run.out_dir")
+        save_config(config, out_dir / "config.yaml")
+    model = prepare_model(config, device)
+    optimizer, scheduler = build_optimizer(model, config)
+    wrapped = model
+    if distributed.is_distributed():
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+    trainer = Trainer(
+        config, wrapped, CleanPoseLoss.from_config(config.loss).to(device), optimizer, scheduler,
+        build_training_datasets(config), device, default_hooks(config, checkpoint_path, quiet=quiet),
+    )
+    if resume:
+        if not checkpoint_path.exists():
+            raise ConfigError(f"--resume: no checkpoint at {checkpoint_path}")
+        trainer.load_state_dict(load_training_state(checkpoint_path, model, optimizer, scheduler))
+        logger.info("resumed %s at step %d", checkpoint_path, trainer.step)
+    trainer.train()
+    distributed.barrier()
+    return checkpoint_path
