@@ -1,9 +1,12 @@
 """Throughput of `cleanpose synth` (target: >= 5 frames/s on 2 cores at 640x480 with 4 objects).
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_synth.py [--workers 2] [--frames 40] [--split camera_train]
+Usage: OMP_NUM_THREADS=2 python benchmarks/bench_synth.py [--workers 2] [--frames 40] [--split camera_train]
 
-Reports frames/s of the whole run (models, scenes, frames, lists) and of the frame phase alone, and the
-per-frame time of each stage (sampling+ray casting+shading, noise, file writing) in one process.
+Reports, in one process, the per-frame time of rendering (scene sampling, ray casting, shading, sensor
+noise) and of writing the files; then the wall-clock frames/s of a whole `generate` run with `--workers`
+processes (worker start-up, models and list files included) and the frames/s that its CPU time per
+frame gives on that many otherwise idle cores (the wall-clock figure drops when other jobs share the
+cores: the load average is printed next to it).
 """
 
 import argparse

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from cleanpose.errors import UsageError
@@ -35,3 +37,12 @@ def test_ensure_writable_folder_rejects_a_path_under_a_file(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(UsageError, match=r"plain_file/logs: folder is not writable"):
         ensure_writable_folder(blocker / "logs")
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640

@@ -206,8 +206,8 @@ def _load_train_config(args: argparse.Namespace):
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="C", help="run config YAML (see configs/)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set run.epochs=2 (repeatable)")
+    parser.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                        help="override config values, e.g. --set run.epochs=2 data.workers=0 (repeatable)")
 
 
 def _run_queue(args: argparse.Namespace) -> int:

@@ -194,6 +194,26 @@ class DistillationConfig:
 
 
 @dataclass(frozen=True)
+class RgbBackboneConfig:
+    """Size and training switches of the RGB backbone; the defaults are the reference's."""
+
+    frozen: bool = True
+    """``dino``: freeze the ViT (the reference). Set False to train a ViT without pretrained weights."""
+    random_init: bool = False
+    """``dino``: start the ViT from random weights when ``rgb_weights`` is not set (else that is an error)."""
+    embed_dim: int = field(default=384, metadata={"min": 1})
+    """``dino``: token width (384 for ViT-S/14)."""
+    depth: int = field(default=12, metadata={"min": 1})
+    """``dino``: transformer blocks."""
+    num_heads: int = field(default=6, metadata={"min": 1})
+    """``dino``: attention heads."""
+    psp_channels: int = field(default=1024, metadata={"min": 1})
+    """``resnet``: width after the pyramid pooling (1024 in the reference)."""
+    out_channels: int = field(default=128, metadata={"min": 1})
+    """Per-point RGB feature width (128); with the point encoder's it makes the keypoint feature width."""
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The CleanPose network (model.md); the reference's ``pose_net`` section."""
 
@@ -206,6 +226,8 @@ class ModelConfig:
     rgb_weights: str | None = None
     """Pretrained RGB backbone file (DINOv2 ``dinov2_vits14_pretrain.pth``, or torchvision ImageNet
     ``resnet18`` for ``resnet``); None starts random (the weights then come from a checkpoint)."""
+    rgb: RgbBackboneConfig = field(default_factory=RgbBackboneConfig)
+    """RGB backbone sizes and switches."""
     point_encoder: PointEncoderConfig = field(default_factory=PointEncoderConfig)
     keypoint_detector: KeypointDetectorConfig = field(default_factory=KeypointDetectorConfig)
     feature_aggregator: FeatureAggregatorConfig = field(default_factory=FeatureAggregatorConfig)

@@ -33,6 +33,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_writer mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         with os.fdopen(descriptor, mode) as handle:
             yield handle
@@ -70,3 +71,9 @@ def ensure_writable_folder(folder: str | os.PathLike, min_free_bytes: int = 0) -
             f"{path}: only {free / 2**20:.1f} MiB free on its disk; need at least {min_free_bytes / 2**20:.1f} MiB"
         )
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cleanpose.config import ModelConfig, load_config
+from cleanpose.config import ModelConfig, RgbBackboneConfig, load_config
 from cleanpose.errors import CheckpointError, ConfigError
 from cleanpose.models import CleanPoseNet, build_model, load_checkpoint, save_checkpoint
 from cleanpose.models.backbones import DinoV2ViTS14
@@ -85,7 +85,7 @@ def _queue_idx(seed=3):
 
 def test_reference_size_parameter_counts():
     with torch.device("meta"):
-        dino = build_model(ModelConfig())
+        dino = build_model(ModelConfig(rgb=RgbBackboneConfig(random_init=True)))
         resnet = build_model({"rgb_backbone": "resnet", "cat_num": 10, "NOCS_Predictor": {"cat_num": 10}}, 100)
     trainable = sum(p.numel() for p in dino.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in dino.parameters() if not p.requires_grad)
@@ -95,6 +95,21 @@ def test_reference_size_parameter_counts():
     trainable = sum(p.numel() for p in resnet.parameters() if p.requires_grad)
     assert trainable == 15_113_676 - 49_280 + 17_913_900 - 513_000
     assert tuple(resnet.queue.features.shape) == (10, 100, 256)
+
+
+def test_rgb_backbone_switches():
+    with pytest.raises(ConfigError, match="rgb.random_init"):
+        build_model(ModelConfig())
+    with torch.device("meta"):
+        vit = build_model(load_config({"rgb": {"random_init": True, "frozen": False, "embed_dim": 24, "depth": 2,
+                                                "num_heads": 2}}, ModelConfig))  # fmt: skip
+        psp = build_model(load_config({"rgb_backbone": "resnet", "rgb": {"psp_channels": 64}}, ModelConfig))
+    blocks = vit.rgb_encoder.vit.blocks
+    assert len(blocks) == 2 and blocks[0].attn.qkv.weight.shape == (72, 24)
+    frozen = {name for name, parameter in vit.rgb_encoder.named_parameters() if not parameter.requires_grad}
+    assert frozen == {"mask_token", "vit.norm.weight", "vit.norm.bias"}  # the parts the output never uses
+    # up1 maps the pyramid's psp_channels to 256 with a 3x3 conv.
+    assert psp.rgb_encoder.upsample1[1].weight.shape == (256, 64, 3, 3)
 
 
 def test_eval_outputs_and_translation_equivariance():

@@ -35,7 +35,9 @@ QUICK_OVERRIDES = (
     "run.checkpoint_every=1",
     "run.log_every=1",
     "data.batch_sizes=[2, 2]",
-    "data.images_per_epoch=[4, 4]",
+    "data.images_per_epoch=[48, 48]",
+    "model.front_door.queue_length=2",
+    "model.front_door.num_queue_samples=1",
     "data.workers=0",
 )
 

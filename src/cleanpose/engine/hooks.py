@@ -16,6 +16,7 @@ import torch
 
 from cleanpose.engine import distributed
 from cleanpose.engine.checkpoint import save_training_state
+from cleanpose.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,17 @@ class LossLogHook(HookBase):
         if distributed.is_main_process():
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            self._drop_records_after(self.trainer.step)
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.trainer.step + 1)
         self._clock = time.perf_counter()
+
+    def _drop_records_after(self, step: int) -> None:
+        """On resume, forget what a killed run logged after its last checkpoint (those steps run again)."""
+        path = self.out_dir / LOSS_LOG
+        if not path.exists():
+            return
+        kept = [record for record in read_loss_log(path) if record["step"] <= step]
+        atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in kept).encode())
 
     def after_step(self, result) -> None:
         self._objects += result.objects

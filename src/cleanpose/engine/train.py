@@ -11,6 +11,7 @@ to the host only on logging steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from cleanpose.config import TrainConfig, save_config
 from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTrainingDataset, NocsTrainingDataset, SkipCounter, concat_batches
 from cleanpose.engine import distributed
 from cleanpose.engine.batching import ShardedBatchSampler, queue_random_state, step_generator
-from cleanpose.engine.checkpoint import load_training_state, save_training_state
+from cleanpose.engine.checkpoint import load_training_state
 from cleanpose.engine.hooks import HookBase, default_hooks
 from cleanpose.engine.queue_extraction import read_queue_file
 from cleanpose.errors import ConfigError
@@ -238,15 +239,38 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig):
     return optimizer, scheduler
 
 
+def distillation_active(config: TrainConfig) -> bool:
+    """Distillation runs only with ``model.use_distillation`` and a teacher (not ``none``)."""
+    return config.model.use_distillation and config.model.distillation.teacher != "none"
+
+
+def build_loss(config: TrainConfig) -> CleanPoseLoss:
+    """The loss; its distillation term is dropped (weight 0) when distillation is not active."""
+    loss = config.loss
+    if not distillation_active(config):
+        loss = dataclasses.replace(loss, distillation_weight=0.0)
+    return CleanPoseLoss.from_config(loss)
+
+
 def prepare_model(config: TrainConfig, device: torch.device) -> CleanPoseNet:
-    """Build the network, fill its queue from ``run.initial_queue`` and attach the teacher."""
-    model = build_model(config.model)
+    """Build the network, fill its queue from ``run.initial_queue`` and attach the teacher.
+
+    The initial weights depend only on ``run.seed``. Modules an ablation switches off (front door,
+    distillation head) are frozen, so the optimiser skips them and DDP does not wait for their gradients.
+    """
+    with torch.random.fork_rng(devices=[]):  # the modules' default init draws from the global generator
+        torch.manual_seed(config.run.seed)
+        model = build_model(config.model)
     if config.model.use_front_door:
         if config.run.initial_queue is None:
             raise ConfigError("run.initial_queue is not set: write one with 'cleanpose queue --config C --out queue.pt'")
         model.queue.fill(read_queue_file(config.run.initial_queue, model.queue.features.shape))
-    if config.model.use_distillation and config.model.distillation.teacher != "none":
+    else:
+        model.front_door.requires_grad_(False)
+    if distillation_active(config):
         model.attach_teacher(build_teacher(config.model.distillation))
+    else:
+        model.distillation_head.requires_grad_(False)
     return model.to(device)
 
 
@@ -278,7 +302,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
     trainer = Trainer(
-        config, wrapped, CleanPoseLoss.from_config(config.loss).to(device), optimizer, scheduler,
+        config, wrapped, build_loss(config).to(device), optimizer, scheduler,
         build_training_datasets(config), device, default_hooks(config, checkpoint_path, quiet=quiet),
     )
     if resume:

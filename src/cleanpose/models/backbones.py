@@ -213,7 +213,8 @@ class DinoV2ViTS14(nn.Module):
         pretrain_img_size: image side the positional embedding was trained at (518: a 37 x 37 grid).
         out_channels: output width of the projection.
         interpolate_offset: DINOv2's positional-embedding resampling offset.
-        frozen: freeze the ViT (and ``mask_token``); the projection always trains.
+        frozen: freeze the ViT; the projection always trains (the unused final norm and ``mask_token``
+            are frozen either way).
 
     Raises:
         BackendUnavailableError: neither ``weights_path`` nor ``random_init`` given.
@@ -263,9 +264,11 @@ class DinoV2ViTS14(nn.Module):
         self.out_channels = out_channels
         if weights_path is not None:
             self.load_dinov2_weights(weights_path)
-        if frozen:
-            for parameter in [*self.vit.parameters(), self.mask_token]:
-                parameter.requires_grad_(False)
+        # The final norm and mask_token never touch the output (features are taken before the norm):
+        # they stay frozen even in a trainable ViT, so no optimiser or DDP bucket waits for their gradients.
+        unused = [self.mask_token, *self.vit.norm.parameters()]
+        for parameter in [*self.vit.parameters(), self.mask_token] if frozen else unused:
+            parameter.requires_grad_(False)
 
     def load_dinov2_weights(self, path: str | Path) -> None:
         """Load official DINOv2 or timm ``vit_small_patch14_dinov2`` weights into the ViT.

@@ -18,7 +18,7 @@ Outputs are mapped back to the camera frame: ``+ c`` in eval; through the augmen
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are dicts with ``format_version``,
 ``config`` (the resolved :class:`~cleanpose.config.ModelConfig` as a dict), ``model`` (the state dict
 without the queue), ``queue`` ((C, Q, 256) float32, or None when the model never had one), ``optimizer``,
-``scheduler``, ``step`` and ``rng``. They load with ``weights_only=True`` and strict keys. The teacher is
+``scheduler``, ``step``, ``rng`` and ``run_config``. They load with ``weights_only=True`` and strict keys. The teacher is
 never saved: its weights come from the official ULIP file.
 """
 
@@ -37,6 +37,7 @@ from torch import nn
 
 from cleanpose.config import ModelConfig, config_from_dict, config_to_dict, load_config
 from cleanpose.errors import CheckpointError, ConfigError
+from cleanpose.fileio import atomic_writer
 from cleanpose.geometry import euler_xyz_to_matrix
 from cleanpose.models.backbones import build_rgb_backbone
 from cleanpose.models.distillation import ResidualDistillationHead, format_keys
@@ -158,12 +159,7 @@ class CleanPoseNet(nn.Module):
         super().__init__()
         self.config = config
         if rgb_encoder is None:
-            weights = config.rgb_weights if load_rgb_weights else None
-            if config.rgb_backbone == "dino":
-                rgb_kwargs: dict[str, Any] = {"weights_path": weights} if weights is not None else {"random_init": True}
-            else:
-                rgb_kwargs = {"imagenet_weights_path": weights}
-            rgb_encoder = build_rgb_backbone(config.rgb_backbone, **rgb_kwargs)
+            rgb_encoder = build_rgb_backbone(config.rgb_backbone, **_rgb_kwargs(config, load_rgb_weights))
         self.rgb_encoder = rgb_encoder
         _check_widths(config, self.rgb_encoder.out_channels)
         encoder = config.point_encoder
@@ -216,6 +212,7 @@ class CleanPoseNet(nn.Module):
         generator: torch.Generator | None = None,
         augmentation: Augmentation | tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         queue_random_state: np.random.RandomState | None = None,
+        update_queue: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Run the network on a batch of objects.
 
@@ -230,6 +227,9 @@ class CleanPoseNet(nn.Module):
             augmentation: training only: explicit ``(rotation (B,3,3), translation (B,1,3), scale (B,1))``.
             queue_random_state: legacy NumPy generator of the default queue draw; None means NumPy's global
                 one, as in the reference (model.md Q3).
+            update_queue: training only: push the pooled keypoint features into the queue (FIFO) as the
+                reference does; False leaves that to the caller (the trainer pushes the features of every
+                shard of every rank, gathered, so all queues stay equal).
 
         Returns:
             Eval: ``pred_rotation`` (B,3,3), ``pred_translation`` (B,3) m, ``pred_size`` (B,3) m,
@@ -242,7 +242,8 @@ class CleanPoseNet(nn.Module):
             ``pred_translation``, ``pred_size``, ``pred_kpt_3d``, ``recon_model`` (B,P·K,3), ``recon_delta``,
             ``pred_heat_map``, ``pred_kpt_nocs``; ``distillation_pointnet`` and ``distillation_ulip`` (B,F)
             when a teacher is attached and ``use_distillation``), all mapped back to the camera frame, plus
-            the debug keys except ``recon_model``.
+            the debug keys except ``recon_model``, and ``pooled_kpt_feature`` (B,256), the detached mean over
+            keypoints of the front-door output that goes into the queue (with ``use_front_door``).
 
         Raises:
             ValueError: missing batch keys or inconsistent shapes, or training without generator/augmentation.
@@ -318,7 +319,9 @@ class CleanPoseNet(nn.Module):
         if config.use_front_door:
             with torch.no_grad():
                 pooled = F.adaptive_avg_pool1d(keypoint_features.detach().transpose(1, 2), 1).squeeze(2)
-                self.queue.push(categories, pooled)
+                outputs["pooled_kpt_feature"] = pooled
+                if update_queue:
+                    self.queue.push(categories, pooled)
         if config.use_distillation and self.teacher is not None:
             outputs["distillation_pointnet"] = self.distillation_head(pts_local)
             outputs["distillation_ulip"] = self.teacher(points, generator)
@@ -337,6 +340,31 @@ class CleanPoseNet(nn.Module):
             pred_size=pose.size * scale,
         )
         return outputs
+
+
+def _rgb_kwargs(config: ModelConfig, load_weights: bool) -> dict[str, Any]:
+    """Constructor arguments of the configured RGB backbone.
+
+    Raises:
+        ConfigError: ``dino`` without weights where the config does not ask for a random ViT.
+    """
+    rgb = config.rgb
+    weights = config.rgb_weights if load_weights else None
+    if config.rgb_backbone == "resnet":
+        return {"imagenet_weights_path": weights, "psp_channels": rgb.psp_channels, "out_channels": rgb.out_channels}
+    kwargs: dict[str, Any] = {
+        "embed_dim": rgb.embed_dim, "depth": rgb.depth, "num_heads": rgb.num_heads, "frozen": rgb.frozen,
+        "out_channels": rgb.out_channels,
+    }  # fmt: skip
+    if weights is not None:
+        return {**kwargs, "weights_path": weights}
+    if load_weights and not rgb.random_init:
+        raise ConfigError(
+            "model.rgb_backbone is 'dino' but model.rgb_weights is not set: give the DINOv2 ViT-S/14 file "
+            "(dinov2_vits14_pretrain.pth), or set model.rgb.random_init: true (a frozen random ViT learns "
+            "nothing: also set model.rgb.frozen: false, or use rgb_backbone: resnet)"
+        )
+    return {**kwargs, "random_init": True}
 
 
 def _check_widths(config: ModelConfig, rgb_channels: int) -> None:
@@ -449,8 +477,12 @@ def save_checkpoint(
     scheduler: Mapping[str, Any] | None = None,
     step: int | None = None,
     rng: Mapping[str, Any] | None = None,
+    run_config: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint dict (see the module docstring) loadable with ``weights_only=True``."""
+    """Atomically write a checkpoint dict (see the module docstring) loadable with ``weights_only=True``.
+
+    ``run_config`` is the whole training config (a plain dict) when a trainer writes the file.
+    """
     state = {key: value.detach().cpu() for key, value in model.state_dict().items() if not key.startswith("queue.")}
     queue = model.queue.features.detach().cpu().clone() if model.queue.is_filled else None
     checkpoint = {
@@ -462,8 +494,10 @@ def save_checkpoint(
         "scheduler": scheduler,
         "step": step,
         "rng": rng,
+        "run_config": run_config,
     }
-    torch.save(checkpoint, Path(path))
+    with atomic_writer(Path(path)) as handle:
+        torch.save(checkpoint, handle)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -159,6 +159,22 @@ def test_lists_and_test_split_pickles(nocs_root):
                 points = backproject(depth_m, intrinsics, valid).astype(np.float64)
                 mapped = arrays.nocs[valid] @ result["gt_RTs"][i][:3, :3].T + result["gt_RTs"][i][:3, 3]
                 assert np.abs(mapped - points).max(initial=0.0) < 0.002
+                # the 8-bit NOCS map agrees up to its quantization (scale / 510 per object axis)
+                scale = np.linalg.norm(result["gt_RTs"][i][:3, 0])
+                rotation = result["gt_RTs"][i][:3, :3] / scale
+                q_from_depth = (points - result["gt_RTs"][i][:3, 3]) @ rotation / scale
+                decoded = encoding.read_coord(nocs_root / split.split("_")[0] / f"{entry}_coord.png")[valid] - 0.5
+                assert np.abs(q_from_depth - decoded).max(initial=0.0) <= 1.0 / 510 + 0.002 / scale + 1e-5
+                # gt_scales = the tight box of the written model (unit diagonal)
+                name = scene.objects[k].instance.name
+                if split == "real_test":
+                    dims = np.loadtxt(nocs_root / "obj_models" / "real_test" / f"{name}.txt")
+                    np.testing.assert_allclose(result["gt_scales"][i], dims / np.linalg.norm(dims), atol=2e-6)
+                    np.testing.assert_allclose(scale, np.linalg.norm(dims), rtol=1e-5)
+                else:
+                    bbox = np.loadtxt(nocs_root / "obj_models" / "val" / scene.objects[k].instance.synset / name
+                                      / "bbox.txt")
+                    np.testing.assert_allclose(result["gt_scales"][i], bbox[0] - bbox[1], atol=2e-6)
                 assert tuple(result["gt_bboxes"][i]) == tuple(writer_nocs.mask_bbox(mask == instance_id))
                 handle_seen = arrays.handle_pixels[k] >= writer_nocs.HANDLE_VISIBLE_PIXELS
                 assert result["gt_handle_visibility"][i] == (0 if (scene.objects[k].instance.category == "mug"
@@ -194,18 +210,56 @@ def test_model_pickles(nocs_root):
 
 
 def test_deterministic_across_workers(nocs_root, tmp_path):
-    first = generate(tmp_path / "a", "nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE,
-                     noise=NOISE_OFF, instances_per_category=1, splits=("real_test",), progress=False)
-    second = generate(tmp_path / "b", "nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE,
-                      noise=NOISE_OFF, instances_per_category=1, splits=("real_test",), workers=2, progress=False)
-    assert first.frames == second.frames == 4
+    # sensor noise on: its draws, like the scene draws, are keyed by (seed, split, scene, frame)
+    kwargs = dict(format="nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE, instances_per_category=1,
+                  splits=("camera_train", "real_test"), progress=False)
+    first = generate(tmp_path / "a", workers=1, **kwargs)
+    second = generate(tmp_path / "b", workers=2, **kwargs)
+    assert first.frames == second.frames == 8
     files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert files_a == files_b
-    # and equal to the same split inside the four-split dataset (scene draws do not depend on other splits)
-    full = _files(nocs_root)
-    for name, data in files_a.items():
-        if name.startswith("real/test/"):
-            assert full[name] == data
+    assert any(name.endswith("_label.pkl") for name in files_a) and any("nocs_results" in name for name in files_a)
+    # a split alone equals the same split inside the four-split dataset (draws do not depend on other splits)
+    generate(tmp_path / "c", "nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE, noise=NOISE_OFF,
+             instances_per_category=1, splits=("real_test",), progress=False)
+    alone, full = _files(tmp_path / "c"), _files(nocs_root)
+    shared = [name for name in alone if name.startswith(("real/test/", "gts/", "results/")) or name.endswith(".npy")]
+    assert len(shared) > 12 and all(full[name] == alone[name] for name in shared)
+
+
+def test_mean_shapes(nocs_root):
+    import trimesh
+
+    from cleanpose.data.synth.scene import build_library, instance_mesh
+    from cleanpose.data.synth.shapes import NOCS_CATEGORIES
+
+    priors = np.load(nocs_root / "mean_shapes.npy")
+    assert priors.dtype == np.float64 and priors.shape == (6, 1024, 3)
+    training = build_library("nocs", "camera_train", SEED, 1) + build_library("nocs", "real_train", SEED, 1)
+    for category, points in zip(NOCS_CATEGORIES, priors):
+        if category == "mug":
+            # SPD's fix: body re-centred along x (min x = −(z extent)/2) and 2·max|p| of unit norm
+            assert np.isclose(points[:, 0].min(), (points[:, 2].min() - points[:, 2].max()) / 2, atol=1e-12)
+            assert np.isclose(np.linalg.norm(2 * np.abs(points).max(axis=0)), 1.0)
+            continue
+        # the prior is a surface sample of the shape at the mean training parameters of its category
+        unit = tuple(np.mean([i.unit for i in training if i.category == category], axis=0))
+        triangles = instance_mesh(category, unit).mesh.triangles
+        sample = points[::16]  # brute-force point-triangle distances of 64 points
+        closest = trimesh.triangles.closest_point(np.tile(triangles, (len(sample), 1, 1)),
+                                                  np.repeat(sample, len(triangles), axis=0))
+        distance = np.linalg.norm(closest - np.repeat(sample, len(triangles), axis=0), axis=1)
+        assert distance.reshape(len(sample), -1).min(axis=1).max() < 1e-9, category
+        assert len(np.unique(points, axis=0)) == 1024
+
+
+def test_segmentation_results_alias(nocs_root):
+    for alias, target in (("REAL275", "real_test"), ("CAMERA25", "val")):
+        link = nocs_root / "segmentation_results" / alias
+        assert link.is_symlink() and link.resolve() == (nocs_root / "results/nocs_results" / target).resolve()
+        assert sorted(p.name for p in link.glob("results_*.pkl")) == sorted(
+            p.name for p in (nocs_root / "results/nocs_results" / target).glob("results_*.pkl"))
+        assert len(list(link.glob("results_*.pkl"))) == 4
 
 
 def test_noise_changes_depth_only_where_expected(tmp_path):

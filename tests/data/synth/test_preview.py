@@ -20,6 +20,13 @@ def test_preview_rows_are_the_rendered_frames(tmp_path):
         seen = arrays.object_index >= 0
         np.testing.assert_array_equal(row[:, 192:][seen], np.rint((arrays.nocs[seen] + 0.5) * 255).astype(np.uint8))
         assert (row[:, 128:192][~seen] == 0).all()
+        # depth: black exactly where the sensor has no depth; the nearest valid pixels get turbo's dark
+        # blue end and the farthest its dark red end (the map spans the 1st-95th percentile)
+        depth, depth_image = arrays.sensor_depth, row[:, 64:128].astype(int)
+        assert ((depth_image.sum(axis=2) == 0) == (depth <= 0)).all()
+        valid = depth > 0
+        assert (depth_image[depth == depth[valid].min()] == [48, 18, 59]).all()
+        assert (depth_image[depth == depth[valid].max()][:, 0] > 100).all()
 
 
 def test_cli_synth_and_errors(tmp_path, capsys):

@@ -69,3 +69,26 @@ def test_unknown_category_and_bad_unit():
         shapes.sample_unit_parameters("chair", np.random.default_rng(0), False)
     with pytest.raises(ValueError, match=r"bottle: unit parameters must have shape \(6,\)"):
         shapes.shape_parameters("bottle", np.zeros(2))
+
+
+@pytest.mark.parametrize("category", ["teapot", "cutlery", "tube", "shoe", "remote"])
+def test_housecat6d_facing_conventions(category):
+    # the module docstring's facing conventions, checked on training and novel instances
+    generator = np.random.default_rng(7)
+    for novel in (False, True, False, True):
+        mesh = shapes.build_shape(category, shapes.sample_unit_parameters(category, generator, novel)).mesh
+        vertices = mesh.vertices
+        if category == "teapot":  # spout to +x (its tip rises above the body centre), handle to −x
+            assert vertices[np.argmax(vertices[:, 0]), 1] > 0.05
+            handle = vertices[vertices[:, 0] < vertices[:, 0].min() + 0.02]
+            assert np.abs(handle[:, 1]).max() < 0.2
+        elif category == "cutlery":  # long axis z, working end (the widest part) at +z
+            assert np.argmax(np.ptp(vertices, axis=0)) == 2
+            assert vertices[np.abs(vertices[:, 0]) > 0.9 * np.abs(vertices[:, 0]).max(), 2].mean() > 0
+        elif category == "tube":  # cap at +z, crimped (widest, flattest) end at −z
+            assert mesh.center_mass[2] > 0 and vertices[np.argmax(np.abs(vertices[:, 0])), 2] < 0
+        elif category == "shoe":  # opening at the top rear (−z); toe at +z
+            assert vertices[vertices[:, 1] > vertices[:, 1].max() - 0.02, 2].mean() < -0.2
+        else:  # remote: long axis z, buttons on the +y face, centred in x
+            top = vertices[vertices[:, 1] > vertices[:, 1].max() - 1e-9]
+            assert np.argmax(np.ptp(vertices, axis=0)) == 2 and abs(top[:, 0].mean()) < 1e-6

@@ -226,13 +226,11 @@ def encode_coord(q_centred: np.ndarray, mask: np.ndarray | None = None) -> np.nd
     q = np.asarray(q_centred, dtype=np.float64)
     if q.ndim != 3 or q.shape[2] != 3:
         raise ValueError(f"q_centred must be (H, W, 3); got shape {q.shape}")
-    code = np.empty_like(q)
-    code[:, :, 0] = 1.0 - (q[:, :, 2] + 0.5)
-    code[:, :, 1] = q[:, :, 1] + 0.5
-    code[:, :, 2] = q[:, :, 0] + 0.5
-    image = np.rint(np.clip(np.nan_to_num(code), 0.0, 1.0) * 255.0).astype(np.uint8)
-    if mask is not None:
-        image[~np.asarray(mask, dtype=bool)] = 0
+    selected = np.ones(q.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    values = q[selected]  # only the masked pixels are encoded: objects cover a small part of a frame
+    code = np.stack([1.0 - (values[:, 2] + 0.5), values[:, 1] + 0.5, values[:, 0] + 0.5], axis=1)
+    image = np.zeros(q.shape, dtype=np.uint8)
+    image[selected] = np.rint(np.clip(np.nan_to_num(code), 0.0, 1.0) * 255.0).astype(np.uint8)
     return image
 
 

@@ -281,6 +281,9 @@ def generate(
             models += writer_housecat6d.write_models(root, library)
     if format == "nocs":
         encoding.write_pickle_atomic(root / "obj_models" / "mug_meta.pkl", mug_meta)
+        training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split])
+                    for split in ("camera_train", "real_train")]
+        writer_nocs.write_mean_shapes(root, training, seed)
 
     tasks = [
         _Task(str(root), format, split, scene, int(frames_per_scene), int(seed), image_size, noise,
@@ -301,6 +304,7 @@ def generate(
                     bar.update(task.frames)
     if format == "nocs":
         writer_nocs.write_lists(root, records, splits)
+        writer_nocs.link_results_folders(root, splits)
     labelled = sum(getattr(record, "labelled", True) for record in records)
     summary = SynthSummary(str(root), format, splits, int(seed), image_size, len(tasks), len(records), labelled,
                            sum(record.instances for record in records), models, time.perf_counter() - start)

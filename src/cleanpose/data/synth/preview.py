@@ -18,10 +18,17 @@ from cleanpose.errors import UsageError
 logger = logging.getLogger(__name__)
 
 
-def preview_row(arrays: FrameArrays, max_depth: float = 3.0) -> np.ndarray:
-    """(H, 4W, 3) uint8 RGB: colour, sensor depth (turbo, black = missing), objects, NOCS colours."""
+def preview_row(arrays: FrameArrays) -> np.ndarray:
+    """(H, 4W, 3) uint8 RGB: colour, sensor depth, objects, NOCS colours.
+
+    Depth is drawn with the turbo colour map from blue (near) to red (far), black = missing; the map
+    spans the 1st–95th percentile of the frame's valid depths, so that the relief of the objects on
+    the table stays visible next to the far room.
+    """
     depth = arrays.sensor_depth
-    depth_code = np.clip(depth / max_depth * 255.0, 0, 255).astype(np.uint8)
+    valid = depth > 0
+    near, far = np.percentile(depth[valid], [1.0, 95.0]) if valid.any() else (0.0, 1.0)
+    depth_code = np.clip((depth - near) / max(far - near, 1e-3) * 255.0, 0, 255).astype(np.uint8)
     depth_image = cv2.applyColorMap(depth_code, cv2.COLORMAP_TURBO)[:, :, ::-1].copy()
     depth_image[depth <= 0] = 0
     objects = arrays.object_index.astype(np.int32)

@@ -9,10 +9,12 @@ Layout under the dataset root (the reference ``data/`` folder), data_formats.md 
 * list files ``camera/{train_list_all,train_list,val_list_all}.txt``,
   ``real/{train_list_all,train_list,test_list_all}.txt``.
 * ``gts/{val,real_test}/results_*.pkl`` and ``results/nocs_results/{val,real_test}/results_*.pkl``
-  (segmentation results with simulated detector errors, §2.8) for the test splits.
+  (segmentation results with simulated detector errors, §2.8) for the test splits; the README's
+  ``segmentation_results/{CAMERA25,REAL275}`` are symbolic links to the latter (same files, §2.1).
 * ``obj_models/``: raw meshes (CAMERA ``<train|val>/<synset>/<id>/model.obj`` + ``bbox.txt``, stored
   z-flipped as the ShapeNet files are; REAL ``real_<train|test>/<name>.obj`` + ``<name>.txt``, metric),
   and the SPD point-cloud pickles ``camera_train.pkl`` … plus ``mug_meta.pkl``.
+* ``mean_shapes.npy``: the (6, 1024, 3) category priors DPDN loads from the dataset root (§2.9).
 
 Within a frame the files are written in an order that leaves no frame a reader would accept
 half-written: images first, then ``_meta.txt`` (the last file DPDN's preprocessing requires), then
@@ -23,7 +25,9 @@ test frames come after all image files. List files are written once every frame 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -33,6 +37,8 @@ import trimesh
 from cleanpose.data.formats import encoding
 from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh
 from cleanpose.data.synth.sensor import to_millimetres
+from cleanpose.data.synth.shapes import NOCS_CATEGORIES
+from cleanpose.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,12 @@ HANDLE_VISIBLE_PIXELS = 10
 
 MODEL_POINTS = 1024
 """Points per model in the SPD pickles (sampled 3 × 1024 by area, then farthest-point sampled)."""
+
+MEAN_SHAPES_FILE = "mean_shapes.npy"
+"""Category priors in the dataset root (DPDN's location, data_formats.md §2.9)."""
+
+RESULTS_LINKS = {"val": "CAMERA25", "real_test": "REAL275"}
+"""``results/nocs_results/<set>`` → name of its ``segmentation_results/`` alias (README layout, §2.1)."""
 
 # Paths of one split: (top folder, sub folder, scene folder pattern)
 _SPLIT_FOLDERS = {
@@ -382,17 +394,60 @@ def farthest_point_indices(points: np.ndarray, count: int) -> np.ndarray:
     return picks
 
 
-def model_points(instance: Instance, seed: int) -> np.ndarray:
-    """SPD point model of an instance: (1024, 3) float64 in the NOCS frame, unit diagonal (before the mug fix).
+def surface_points(mesh: trimesh.Trimesh, key: list[int]) -> np.ndarray:
+    """SPD point sampling: 3 × 1024 points uniformly by area, then farthest-point sampling to 1024.
 
-    3 × 1024 points uniformly by area (generator keyed by (seed, instance name)), then farthest-point
-    sampling to 1024.
+    Args:
+        mesh: normalized mesh (NOCS frame).
+        key: seed sequence of the area sampling generator.
+
+    Returns:
+        (1024, 3) float64, same frame as `mesh`.
     """
-    mesh = instance_mesh(instance.category, instance.unit).mesh
-    key = [seed, *instance.name.encode()]
     points, _ = trimesh.sample.sample_surface(mesh, 3 * MODEL_POINTS, seed=np.random.default_rng(key))
     points = np.asarray(points, dtype=np.float64)
     return points[farthest_point_indices(points, MODEL_POINTS)]
+
+
+def model_points(instance: Instance, seed: int) -> np.ndarray:
+    """SPD point model of an instance: (1024, 3) float64 in the NOCS frame, unit diagonal (before the mug fix).
+
+    See `surface_points`; the sampling generator is keyed by (seed, instance name).
+    """
+    return surface_points(instance_mesh(instance.category, instance.unit).mesh, [seed, *instance.name.encode()])
+
+
+def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
+    """Category priors of ``mean_shapes.npy`` (data_formats.md §2.9), one per NOCS category.
+
+    The reference priors are SPD's category mean shapes of the training models. Here the prior of a
+    category is the shape at the mean unit parameter vector of its training instances (the centre of
+    the training family), sampled like a model (`surface_points`, keyed by (seed, category)); the mug
+    prior gets the SPD mug fix, as the reference's does.
+
+    Args:
+        libraries: training-split libraries (CAMERA train, REAL train).
+        seed: dataset seed.
+
+    Returns:
+        (6, 1024, 3) float64, class-id order.
+    """
+    priors = []
+    for category in NOCS_CATEGORIES:
+        units = [instance.unit for library in libraries for instance in library if instance.category == category]
+        if not units:
+            raise ValueError(f"mean_shapes: no training instance of category {category!r}")
+        mean_unit = tuple(float(value) for value in np.mean(units, axis=0))
+        points = surface_points(instance_mesh(category, mean_unit).mesh, [seed, *f"mean:{category}".encode()])
+        priors.append(mug_fix(points)[0] if category == "mug" else points)
+    return np.stack(priors)
+
+
+def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int) -> None:
+    """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it."""
+    buffer = io.BytesIO()
+    np.save(buffer, mean_shapes(libraries, seed), allow_pickle=False)
+    atomic_write_bytes(root / MEAN_SHAPES_FILE, buffer.getvalue())
 
 
 def mug_fix(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -472,3 +527,23 @@ def write_lists(root: Path, records: list[FrameRecord], splits: tuple[str, ...])
             encoding.write_text_atomic(root / top / "train_list.txt",
                                        "".join(f"{r.entry}\n" for r in entries if r.labelled))
 
+
+def link_results_folders(root: Path, splits: tuple[str, ...]) -> None:
+    """Make ``segmentation_results/{CAMERA25,REAL275}`` relative symbolic links to ``results/nocs_results/…``.
+
+    The reference test code opens ``results/nocs_results/{val,real_test}``, its README (and AG-Pose)
+    ``segmentation_results/{CAMERA25,REAL275}``; the links serve both without a second copy of the
+    (large) pickles. Where the file system refuses symbolic links only the first location exists,
+    which cleanpose's readers accept.
+    """
+    for split, set_name in (("camera_val", "val"), ("real_test", "real_test")):
+        if split not in splits:
+            continue
+        link = root / "segmentation_results" / RESULTS_LINKS[set_name]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(root / "results" / "nocs_results" / set_name, link.parent)
+        try:
+            os.symlink(target, link, target_is_directory=True)
+        except OSError as error:
+            logger.warning("%s: cannot create a symbolic link to %s (%s); segmentation results are only under "
+                           "results/nocs_results/", link, target, error.strerror or error)

@@ -1,0 +1,519 @@
+"""Offline substitute for the ULIP teacher weights: pretrain a point teacher on the synthetic shape library.
+
+When no official ULIP checkpoint is at hand, ``cleanpose teacher pretrain`` trains the PointBERT (or
+PointNet2-SSG) teacher from scratch on clouds sampled from the procedural shape families of
+:mod:`cleanpose.data.synth.shapes` and writes it in the official ULIP checkpoint layout, so
+``distillation.teacher_checkpoint`` (and the queue's ``run.queue_teacher_checkpoint``) accept the file
+unchanged through :func:`cleanpose.models.distillation.load_ulip_checkpoint`.
+
+Data. Sample ``i`` of the run draws, from ``numpy.random.default_rng([seed, i])`` only: a category
+(uniform over the dataset's categories), an instance (fresh unit shape parameters from the training range,
+never the held-out band; or one of ``instances_per_category`` instances drawn once per category), a
+metric size (tight-box diagonal, uniform in the synth world's range of the category), and two views.
+Each view is an independent uniform surface sample of the mesh, rotated by a uniform random rotation,
+scaled by the diagonal times U(0.8, 1.2), jittered (clipped Gaussian, σ 1 mm) and centred on its mean:
+the metric, centred, camera-frame-like clouds the teacher sees during distillation (complete surfaces,
+not partial views).
+
+Objective. ``cross_entropy(head(f)) + info_nce(f_1, f_2)``: a linear category head on the teacher's
+output feature ``f`` of both views, plus the symmetric InfoNCE between the L2-normalised features of the
+two views of each sample (temperature 0.1), the other samples of the batch being the negatives.
+AdamW (weight decay 0.05), linear warm-up over the first 5 % of the steps, then cosine decay to 0.
+
+Sizes. :func:`cleanpose.models.distillation.build_teacher` always builds the reference sizes (PointBERT
+384 wide, 12 blocks, 512 groups of 32, 768-d output; PointNet2-SSG 256-d), so a file meant for
+``distillation.teacher_checkpoint`` must be pretrained at the default sizes; ``teacher_kwargs`` exists
+for tests and experiments, whose files load into a teacher built with the same kwargs.
+
+Randomness: initial weights and DropPath come from a ``torch.Generator`` seeded with ``seed``; data
+draws are keyed by (seed, sample index), so the number of loader workers does not change the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import trimesh
+from scipy.spatial.transform import Rotation
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cleanpose.data.augment import point_noise
+from cleanpose.data.synth import shapes
+from cleanpose.data.synth.scene import DIAGONAL_RANGES, instance_mesh
+from cleanpose.engine.train import resolve_device
+from cleanpose.errors import UsageError
+from cleanpose.fileio import atomic_writer, ensure_writable_folder
+from cleanpose.models.distillation import PointBERTTeacher, PointNet2SSGTeacher, map_keys
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PRETRAIN_FORMAT_VERSION",
+    "ShapePairDataset",
+    "TeacherPretrainResult",
+    "add_teacher_parser",
+    "info_nce_loss",
+    "pretrain_teacher",
+    "reset_parameters",
+    "save_teacher_checkpoint",
+    "teacher_features",
+    "train_teacher",
+]
+
+PRETRAIN_FORMAT_VERSION = 1
+"""Version of the extra keys (``format_version``, ``train_accuracy``, ``args``) of a pretrained file."""
+
+TEACHERS = {"pointbert": PointBERTTeacher, "pointnet2_ssg": PointNet2SSGTeacher}
+CATEGORIES = {"nocs": shapes.NOCS_CATEGORIES, "housecat6d": shapes.HOUSECAT6D_CATEGORIES}
+
+TEMPERATURE = 0.1
+WEIGHT_DECAY = 0.05
+WARMUP_FRACTION = 0.05
+SCALE_JITTER = (0.8, 1.2)
+ACCURACY_WINDOW_FRACTION = 0.1
+"""The reported train accuracy is the mean over the last 10 % of the steps (at least one)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+
+
+def _augmented_view(
+    mesh: trimesh.Trimesh, diagonal: float, num_points: int, generator: np.random.Generator
+) -> np.ndarray:
+    """One view of a unit-diagonal mesh: surface sample, random rotation and metric scale, jitter, centred.
+
+    Returns:
+        (num_points, 3) float32, metres, centred on the mean.
+    """
+    surface, _ = trimesh.sample.sample_surface(mesh, num_points, seed=generator)
+    rotation = Rotation.random(random_state=generator).as_matrix()
+    scale = diagonal * generator.uniform(*SCALE_JITTER)
+    cloud = scale * surface @ rotation.T + point_noise(num_points, generator)
+    return (cloud - cloud.mean(axis=0)).astype(np.float32)
+
+
+class ShapePairDataset(Dataset):
+    """Two augmented views of a random synthetic instance per index (module docstring, "Data").
+
+    Args:
+        categories: category names; the label is the index in this tuple.
+        num_samples: length of the dataset (steps × batch size).
+        num_points: N, points per view.
+        seed: keys every draw together with the index.
+        instances_per_category: None draws fresh shape parameters for every sample; a number draws that
+            many instances per category once (from ``[seed, 1, category index, instance index]``) and
+            samples pick among them.
+    """
+
+    def __init__(
+        self,
+        categories: Sequence[str],
+        num_samples: int,
+        num_points: int,
+        seed: int,
+        instances_per_category: int | None = None,
+    ):
+        self.categories = tuple(categories)
+        self.num_samples = num_samples
+        self.num_points = num_points
+        self.seed = seed
+        self.pools = None
+        if instances_per_category is not None:
+            self.pools = [
+                [
+                    shapes.sample_unit_parameters(category, np.random.default_rng([seed, 1, label, index]), novel=False)
+                    for index in range(instances_per_category)
+                ]
+                for label, category in enumerate(self.categories)
+            ]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """Returns ``views`` (2, N, 3) float32 metres and ``label`` () int64 category index."""
+        generator = np.random.default_rng([self.seed, index])
+        label = int(generator.integers(len(self.categories)))
+        category = self.categories[label]
+        if self.pools is None:
+            unit = shapes.sample_unit_parameters(category, generator, novel=False)
+        else:
+            unit = self.pools[label][int(generator.integers(len(self.pools[label])))]
+        mesh = instance_mesh(category, tuple(float(value) for value in unit)).mesh  # cached: pools repeat
+        diagonal = float(generator.uniform(*DIAGONAL_RANGES[category]))
+        views = np.stack([_augmented_view(mesh, diagonal, self.num_points, generator) for _ in range(2)])
+        return {"views": torch.from_numpy(views), "label": torch.tensor(label, dtype=torch.int64)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model side
+# ---------------------------------------------------------------------------------------------------
+
+
+def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-draw every random initial weight of a teacher (and head) from ``generator``.
+
+    Linear and convolution layers get PyTorch's default initialisation (Kaiming-uniform weights with
+    ``a = √5``, biases uniform in ±1/√fan_in); PointBERT's ``cls_pos`` gets N(0, 1) as in its constructor.
+    Norm layers and ``cls_token`` are deterministic already.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            if layer.bias is not None:
+                bound = 1.0 / math.sqrt(layer.weight[0].numel())
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+        if isinstance(layer, PointBERTTeacher):
+            nn.init.normal_(layer.cls_pos, generator=generator)
+
+
+def teacher_features(teacher: nn.Module, points: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The teacher's output feature with autograd on (the teachers' own ``forward`` runs under no_grad).
+
+    Same computation as ``PointBERTTeacher.forward`` / ``PointNet2SSGTeacher.forward``, except that
+    PointNet2-SSG's two Dropout layers are skipped (they would draw from the global RNG).
+
+    Args:
+        teacher: a :class:`PointBERTTeacher` or :class:`PointNet2SSGTeacher`.
+        points: (B, N, 3) float32, metres.
+        generator: DropPath draws (PointBERT, train mode) or FPS start points (PointNet2-SSG).
+
+    Returns:
+        (B, teacher.out_dim) float32.
+    """
+    if isinstance(teacher, PointBERTTeacher):
+        neighborhoods, centers = teacher.group(points)
+        tokens = teacher.reduce_dim(teacher.patch_encoder(neighborhoods))
+        batch = tokens.shape[0]
+        x = torch.cat([teacher.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        pos = torch.cat([teacher.cls_pos.expand(batch, -1, -1), teacher.pos_embed(centers)], dim=1)
+        for block in teacher.blocks:
+            x = block(x + pos, generator)
+        x = teacher.norm(x)
+        return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
+    xyz, features = teacher.sa1(points, None, generator)
+    xyz, features = teacher.sa2(xyz, features, generator)
+    _, features = teacher.sa3(xyz, features, generator)
+    x = F.relu(teacher.bn1(teacher.fc1(features.reshape(points.shape[0], -1))))
+    return F.relu(teacher.bn2(teacher.fc2(x)))
+
+
+def info_nce_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """Symmetric InfoNCE between two views (CLIP / ULIP form).
+
+    With ``a``, ``b`` the L2-normalised rows and ``L = a bᵀ / temperature``, the loss is
+    ``(CE(L, diag) + CE(Lᵀ, diag)) / 2``: row ``i`` of one view must pick row ``i`` of the other among
+    the B rows.
+
+    Args:
+        features_a: (B, F) float, view 1.
+        features_b: (B, F) float, view 2 (row i = same sample as row i of view 1).
+        temperature: softmax temperature.
+
+    Returns:
+        () float, mean over the B samples and both directions.
+    """
+    logits = F.normalize(features_a, dim=-1) @ F.normalize(features_b, dim=-1).T / temperature
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+@dataclasses.dataclass
+class TeacherPretrainResult:
+    """What :func:`train_teacher` returns."""
+
+    teacher: nn.Module
+    """The trained teacher, frozen again and in eval mode, on the training device."""
+    losses: list[float]
+    """Total loss per step."""
+    accuracies: list[float]
+    """Category accuracy of the linear head per step (both views of the batch), in [0, 1]."""
+    train_accuracy: float
+    """Mean of ``accuracies`` over the last 10 % of the steps (at least one)."""
+
+
+def _check_arguments(teacher: str, format: str, steps: int, batch_size: int, lr: float,
+                     instances_per_category: int | None, workers: int) -> None:
+    if teacher not in TEACHERS:
+        raise UsageError(f"teacher is {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+    if format not in CATEGORIES:
+        raise UsageError(f"format is {format!r}; valid formats: {', '.join(CATEGORIES)}")
+    if steps < 1:
+        raise UsageError(f"steps is {steps}; need at least 1 optimisation step")
+    if batch_size < 2:
+        raise UsageError(f"batch_size is {batch_size}; the contrastive term needs at least 2 samples per batch")
+    if not lr > 0:
+        raise UsageError(f"lr is {lr}; expected a positive learning rate")
+    if instances_per_category is not None and instances_per_category < 1:
+        raise UsageError(f"instances_per_category is {instances_per_category}; expected None (fresh) or >= 1")
+    if workers < 0:
+        raise UsageError(f"workers is {workers}; expected >= 0")
+
+
+def _build_teacher(name: str, kwargs: Mapping, num_points: int) -> nn.Module:
+    if "mode" in kwargs:
+        raise UsageError("teacher_kwargs must not set 'mode' (pretraining runs the teacher in train mode)")
+    try:
+        teacher = TEACHERS[name](**kwargs, mode="train")
+    except TypeError as error:
+        raise UsageError(f"teacher_kwargs {dict(kwargs)} do not fit {TEACHERS[name].__name__}: {error}") from None
+    minimum = teacher.num_groups if isinstance(teacher, PointBERTTeacher) else teacher.sa1.num_centers
+    if num_points < minimum:
+        raise UsageError(
+            f"points is {num_points}; the {name} teacher samples {minimum} centres, so needs at least that"
+        )
+    return teacher
+
+
+def _learning_rate_factor(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5 % of the steps, then cosine decay to 0 at ``steps``."""
+    warmup = max(1, round(WARMUP_FRACTION * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _batch_losses(
+    model: nn.Module, head: nn.Linear, batch: dict, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Classification and contrastive loss of one batch, and the head's accuracy over its 2B clouds.
+
+    Args:
+        batch: ``views`` (B, 2, N, 3) float32 metres and ``label`` (B,) int64, from :class:`ShapePairDataset`.
+    """
+    views = batch["views"].to(device)
+    labels = batch["label"].to(device).repeat(2)
+    batch_size, _, num_points, _ = views.shape
+    features = teacher_features(model, views.transpose(0, 1).reshape(-1, num_points, 3), generator)  # (2B, F)
+    logits = head(features)
+    classification = F.cross_entropy(logits, labels)
+    contrastive = info_nce_loss(features[:batch_size], features[batch_size:])
+    accuracy = float((logits.detach().argmax(dim=-1) == labels).float().mean())
+    return classification, contrastive, accuracy
+
+
+def train_teacher(
+    *,
+    teacher: str = "pointbert",
+    format: str = "nocs",
+    instances_per_category: int | None = None,
+    points: int = 1024,
+    steps: int = 2000,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    teacher_kwargs: Mapping | None = None,
+    progress: bool = True,
+) -> TeacherPretrainResult:
+    """Pretrain a teacher on the synthetic shape library (module docstring); no file is written.
+
+    Args:
+        teacher: ``pointbert`` or ``pointnet2_ssg``.
+        format: ``nocs`` (6 categories) or ``housecat6d`` (10 categories): the category set.
+        instances_per_category: None for fresh shape parameters per sample, else the size of a fixed pool.
+        points: N, points per view.
+        steps: optimisation steps.
+        batch_size: B samples (2B clouds) per step.
+        lr: peak AdamW learning rate.
+        seed: keys the initial weights, DropPath and every data draw.
+        device: where the teacher trains (``cpu``, ``cuda``, a ``torch.device``).
+        workers: DataLoader worker processes building the meshes (0: in this process).
+        teacher_kwargs: constructor sizes of the teacher (tests); None keeps the reference sizes.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`TeacherPretrainResult`.
+
+    Raises:
+        UsageError: an argument is out of range.
+    """
+    from tqdm import tqdm
+
+    _check_arguments(teacher, format, steps, batch_size, lr, instances_per_category, workers)
+    device = torch.device(device)
+    categories = CATEGORIES[format]
+    generator = torch.Generator().manual_seed(seed)
+    model = _build_teacher(teacher, teacher_kwargs or {}, points)
+    head = nn.Linear(model.out_dim, len(categories))
+    reset_parameters(model, generator)
+    reset_parameters(head, generator)
+    model.to(device).train()
+    head.to(device).train()
+    parameters = list(model.parameters()) + list(head.parameters())
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate_factor(step, steps))
+    dataset = ShapePairDataset(categories, steps * batch_size, points, seed, instances_per_category)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        generator=torch.Generator().manual_seed(seed))  # keeps the loader off the global RNG
+    logger.info("pretraining %s (%d parameters) on %d %s categories: %d steps of %d samples x 2 views of %d points",
+                teacher, sum(p.numel() for p in model.parameters()), len(categories), format, steps, batch_size, points)
+    losses, accuracies = [], []
+    start = time.perf_counter()
+    bar = tqdm(loader, total=steps, desc="teacher pretrain", unit="step", disable=not progress)
+    for step, batch in enumerate(bar):
+        classification, contrastive, accuracy = _batch_losses(model, head, batch, generator, device)
+        loss = classification + contrastive
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        accuracies.append(accuracy)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{accuracies[-1]:.2f}")
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            logger.info("step %d/%d: loss %.4f (classification %.4f, contrastive %.4f), accuracy %.3f",
+                        step + 1, steps, losses[-1], classification.item(), contrastive.item(), accuracies[-1])
+    window = max(1, round(ACCURACY_WINDOW_FRACTION * steps))
+    train_accuracy = float(np.mean(accuracies[-window:]))
+    seconds = time.perf_counter() - start
+    logger.info("pretraining done in %.1f s (%.2f s/step); train accuracy over the last %d steps: %.3f (chance %.3f)",
+                seconds, seconds / steps, window, train_accuracy, 1.0 / len(categories))
+    model.freeze()
+    model.eval()
+    return TeacherPretrainResult(model, losses, accuracies, train_accuracy)
+
+
+# ---------------------------------------------------------------------------------------------------
+# File
+# ---------------------------------------------------------------------------------------------------
+
+
+def save_teacher_checkpoint(path: str | Path, teacher: nn.Module, *, train_accuracy: float, args: Mapping) -> Path:
+    """Atomically write a teacher in the official ULIP checkpoint layout.
+
+    The file is ``{"state_dict": {"module.point_encoder.<ULIP name>": tensor}, "args": Namespace,
+    "train_accuracy": float, "format_version": int}``; :func:`load_ulip_checkpoint` reads the
+    ``state_dict`` only (names mapped with the teacher's ``reference_key_map``), and ``args`` is an
+    ``argparse.Namespace`` as in the official files (allowed there for ``weights_only`` loading).
+
+    Args:
+        path: the file to write; its folder must exist.
+        teacher: a :class:`PointBERTTeacher` or :class:`PointNet2SSGTeacher`.
+        train_accuracy: recorded for the reader, in [0, 1].
+        args: the pretraining settings (plain values), stored as ``args``.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    state = teacher.state_dict()
+    renamed = map_keys(list(state), teacher.reference_key_map(), to_reference=True)
+    checkpoint = {
+        "state_dict": {
+            f"module.point_encoder.{renamed[key]}": value.detach().cpu().clone() for key, value in state.items()
+        },
+        "args": argparse.Namespace(**args),
+        "train_accuracy": float(train_accuracy),
+        "format_version": PRETRAIN_FORMAT_VERSION,
+    }
+    with atomic_writer(path) as handle:
+        torch.save(checkpoint, handle)
+    return path
+
+
+def _check_output(out_path: Path) -> None:
+    """Fail before training when the file could not be written afterwards."""
+    if out_path.is_dir():
+        raise UsageError(f"{out_path}: is a folder; --out names the checkpoint file to write")
+    ensure_writable_folder(out_path.parent)
+
+
+def pretrain_teacher(
+    out_path: str | Path,
+    *,
+    teacher: str = "pointbert",
+    format: str = "nocs",
+    instances_per_category: int | None = None,
+    points: int = 1024,
+    steps: int = 2000,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    workers: int = 0,
+    teacher_kwargs: Mapping | None = None,
+    progress: bool = True,
+) -> Path:
+    """Pretrain a teacher (:func:`train_teacher`) and save it for ``distillation.teacher_checkpoint``.
+
+    Arguments as :func:`train_teacher`; ``device`` also takes ``auto`` (CUDA when available). The output
+    folder is created and checked before training starts.
+
+    Returns:
+        ``out_path`` as a Path.
+
+    Raises:
+        UsageError: an argument is out of range, or the output folder cannot be written.
+        ConfigError: ``device='cuda'`` without a CUDA device.
+    """
+    out_path = Path(out_path)
+    _check_arguments(teacher, format, steps, batch_size, lr, instances_per_category, workers)
+    _check_output(out_path)
+    resolved = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    result = train_teacher(teacher=teacher, format=format, instances_per_category=instances_per_category,
+                           points=points, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=resolved,
+                           workers=workers, teacher_kwargs=teacher_kwargs, progress=progress)
+    args = dict(source="cleanpose teacher pretrain", teacher=teacher, teacher_kwargs=dict(teacher_kwargs or {}),
+                format=format, categories=CATEGORIES[format], instances_per_category=instances_per_category,
+                points=points, steps=steps, batch_size=batch_size, lr=lr, weight_decay=WEIGHT_DECAY,
+                temperature=TEMPERATURE, seed=seed)
+    save_teacher_checkpoint(out_path, result.teacher, train_accuracy=result.train_accuracy, args=args)
+    logger.info("wrote the pretrained %s teacher to %s", teacher, out_path)
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
+
+
+def _run_teacher_pretrain(args: argparse.Namespace) -> int:
+    pretrain_teacher(args.out, teacher=args.teacher, format=args.format,
+                     instances_per_category=args.instances_per_category, points=args.points, steps=args.steps,
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                     workers=args.workers, progress=not args.quiet)
+    return 0
+
+
+def add_teacher_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``teacher pretrain`` (handler ``(args) -> int``)."""
+    teacher = subparsers.add_parser("teacher", help="offline substitutes for the ULIP teacher weights")
+    teacher_commands = teacher.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND", required=True)
+    parser = teacher_commands.add_parser(
+        "pretrain",
+        help="pretrain a teacher on the synthetic shape library and save it in the ULIP checkpoint layout",
+        description=(
+            "Train the PointBERT (or PointNet2-SSG) teacher at reference size on clouds of synthetic shape "
+            "instances (category classification + InfoNCE between two augmented views) and write OUT in the "
+            "official ULIP checkpoint layout, for distillation.teacher_checkpoint or run.queue_teacher_checkpoint."
+        ),
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT.pt", help="checkpoint file to write")
+    parser.add_argument("--teacher", choices=tuple(TEACHERS), default="pointbert", help="default pointbert")
+    parser.add_argument("--format", choices=tuple(CATEGORIES), default="nocs", help="category set (default nocs)")
+    parser.add_argument("--instances-per-category", type=int, default=None, metavar="N",
+                        help="fixed pool of N instances per category (default: fresh instance per sample)")
+    parser.add_argument("--points", type=int, default=1024, help="points per cloud (default 1024)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per step, 2 views each (default 32)")
+    parser.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (default 5e-4)")
+    parser.add_argument("--seed", type=int, default=0, help="equal seeds give identical files (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    parser.set_defaults(handler=_run_teacher_pretrain)
