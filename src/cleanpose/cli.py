@@ -218,7 +218,7 @@ def _run_queue(args: argparse.Namespace) -> int:
     queue = extract_queue(config, build_training_datasets(config), resolve_device(config.run.device),
                           teacher_checkpoint=config.run.queue_teacher_checkpoint)
     write_queue_file(args.out, queue, source=str(args.config))
-    logger.info("wrote the initial queue %s of shape %s to %s", "x".join(map(str, queue.shape)), args.out)
+    logger.info("wrote the initial queue of shape %s to %s", "x".join(map(str, queue.shape)), args.out)
     return 0
 
 
@@ -227,6 +227,12 @@ def _add_queue(subparsers: argparse._SubParsersAction) -> None:
     _add_config_arguments(parser)
     parser.add_argument("--out", required=True, metavar="queue.pt", help="queue file to write")
     parser.set_defaults(handler=_run_queue)
+
+
+def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
+    from cleanpose.engine.teacher_pretrain import add_teacher_parser
+
+    add_teacher_parser(subparsers)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -312,6 +318,6 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 # Subcommands in help order; each adds its parser and sets `handler`. Keep this list last.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo, _add_synth, _add_data, _add_queue, _add_train, _add_test, _add_evaluate, _add_visualize,
+    _add_demo, _add_synth, _add_data, _add_teacher, _add_queue, _add_train, _add_test, _add_evaluate, _add_visualize,
     _add_convert_checkpoint,
 ]

@@ -17,7 +17,6 @@ from cleanpose.engine.teacher_pretrain import (
     pretrain_teacher,
     reset_parameters,
     save_teacher_checkpoint,
-    teacher_features,
     train_teacher,
 )
 from cleanpose.errors import UsageError
@@ -60,21 +59,6 @@ def test_info_nce_of_a_60_degree_pair_by_hand():
 
 
 # ------------------------------------------------------------------------------------------ parts
-
-
-@pytest.mark.parametrize("name", ["pointbert", "pointnet2_ssg"])
-def test_teacher_features_equal_the_frozen_forward_and_carry_gradients(name):
-    cls, sizes = TINY[name]
-    teacher = cls(**sizes, mode="eval")
-    reset_parameters(teacher, torch.Generator().manual_seed(4))
-    points = _cloud(3, 64, seed=2)
-    expected = teacher(points, torch.Generator().manual_seed(0))
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(True)
-    features = teacher_features(teacher, points, torch.Generator().manual_seed(0))
-    assert torch.equal(features, expected)
-    features.sum().backward()
-    assert all(parameter.grad is not None for parameter in teacher.parameters())
 
 
 def test_reset_parameters_redraws_every_random_weight():

@@ -188,13 +188,17 @@ POSE_CHECKED = [(5.0, 2.0), (5.0, 5.0), (10.0, 2.0), (10.0, 5.0), (3.0, 100.0), 
 
 
 @pytest.mark.parametrize(
-    "dataset, seed, spread",
-    [("nocs", 0, 0.3), ("nocs", 1, 0.04), ("housecat6d", 2, 0.3), ("housecat6d", 3, 0.04)],
+    "dataset, seed, spread, negate",
+    [("nocs", 0, 0.3, False), ("nocs", 1, 0.04, False), ("housecat6d", 2, 0.3, False),
+     ("housecat6d", 3, 0.04, False), ("nocs", 4, 0.04, True)],
 )
-def test_matches_literal_brute_force(dataset, seed, spread):
+def test_matches_literal_brute_force(dataset, seed, spread, negate):
     rng = np.random.default_rng(seed)
     results = build_result_set(rng, 10, dataset, mean_objects=3.0, max_objects=5, scene_spread_m=spread,
                                duplicate_rate=0.4, rotation_noise_deg=8.0, translation_noise_m=0.02)
+    if negate:  # an untrained network can predict negative sizes; the official code takes them as they are
+        for result in results:
+            result["pred_scales"] *= rng.choice([-1.0, 1.0], size=result["pred_scales"].shape).astype(np.float32)
     results.append({key: value[:0] for key, value in results[0].items()})  # an empty image is skipped
     for result in results[::3]:  # equal scores inside images and across them
         result["pred_scores"][:] = np.float32(0.5)

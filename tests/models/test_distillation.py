@@ -16,6 +16,7 @@ from cleanpose.models.distillation import (
     _random_start_furthest_point_sample,
     build_teacher,
     drop_path,
+    dropout,
     load_ulip_checkpoint,
     map_keys,
 )
@@ -217,6 +218,21 @@ def test_drop_path_draws_from_the_generator():
         drop_path(x, 0.25, True, None)
 
 
+def test_dropout_draws_from_the_generator():
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    out = dropout(x, 0.4, True, torch.Generator().manual_seed(7))
+    torch.manual_seed(1)  # the global RNG plays no part
+    assert torch.equal(dropout(x, 0.4, True, torch.Generator().manual_seed(7)), out)
+    mask = torch.empty(4, 5).bernoulli_(0.6, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(out, x * mask / 0.6)
+    assert 0 < int((out == 0).sum()) < 20
+    assert torch.equal(dropout(x, 0.4, False, None), x)
+    assert torch.equal(dropout(x, 0.0, True, None), x)
+    with pytest.raises(ValueError, match=r"dropout: a torch.Generator is required in train mode"):
+        dropout(x, 0.4, True, None)
+
+
 # --------------------------------------------------------------------------------------- PointBERT
 
 
@@ -307,6 +323,48 @@ def test_teachers_are_frozen():
         for name, p in head.named_parameters()
         if name != "projector.0.weight"
     )
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("name", ["pointbert", "pointnet2_ssg"])
+def test_features_are_forward_with_correct_gradients_for_every_parameter(name, mode):
+    # features() is forward() with autograd: the same values bit for bit, a nonzero gradient in every
+    # parameter, and that gradient along a random direction equals a float64 central difference.
+    cls, sizes, num_points = {
+        "pointbert": (PointBERTTeacher, TINY_BERT, 24),
+        "pointnet2_ssg": (PointNet2SSGTeacher, TINY_SSG, 16),
+    }[name]
+    teacher = cls(**sizes, mode=mode)
+    _randomise(teacher, 21)
+    teacher.train()
+    points = _cloud(3, num_points, seed=22, scale=0.15)
+    # Unfrozen first: matmul may take another (last-bit different) path when a weight requires grad.
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(True)
+    expected = teacher(points, torch.Generator().manual_seed(3))
+    assert torch.equal(teacher.features(points, torch.Generator().manual_seed(3)), expected)
+
+    teacher.double()
+    draws = torch.Generator().manual_seed(23)
+    weights = torch.randn(expected.shape, generator=draws, dtype=torch.float64)
+
+    def loss():  # the same DropPath / Dropout masks and FPS starts on every call
+        return (teacher.features(points.double(), torch.Generator().manual_seed(3)) * weights).sum()
+
+    loss().backward()
+    named = list(teacher.named_parameters())
+    assert [name for name, p in named if p.grad is None or not p.grad.abs().sum() > 0] == []
+    direction = [torch.randn(p.shape, generator=draws, dtype=torch.float64) for _, p in named]
+    analytic = sum(float((p.grad * d).sum()) for (_, p), d in zip(named, direction))
+    step = 1e-7  # small enough that no ReLU or max switches sides on these seeds
+    with torch.no_grad():
+        for (_, p), d in zip(named, direction):
+            p.add_(step * d)
+        plus = float(loss())
+        for (_, p), d in zip(named, direction):
+            p.sub_(2 * step * d)
+        minus = float(loss())
+    assert (plus - minus) / (2 * step) == pytest.approx(analytic, rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------- checkpoints
@@ -435,13 +493,23 @@ def test_inclusive_ball_query_matches_loop():
     assert idx[0, 2].tolist() == [5, 5, 5]
 
 
-def test_pointnet2_ssg_forward_matches_float64_oracle():
-    teacher = PointNet2SSGTeacher(**TINY_SSG)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_pointnet2_ssg_forward_matches_float64_oracle(mode):
+    teacher = PointNet2SSGTeacher(**TINY_SSG, mode=mode)
     _randomise(teacher, 14)
-    teacher.eval()
+    teacher.train()
+    training = mode == "train"
+    assert teacher.training == training
     points = _cloud(2, 16, seed=15, scale=0.15)
     actual = teacher(points, torch.Generator().manual_seed(5))
-    starts = torch.Generator().manual_seed(5)
+    starts = torch.Generator().manual_seed(5)  # FPS start points of sa1, sa2, then the two dropout masks
+    masks = []
+
+    def drop(x):
+        if not training:
+            return x
+        masks.append(torch.empty(x.shape).bernoulli_(0.6, generator=starts).double())
+        return x * masks[-1] / 0.6
 
     # Compose the oracle from the loop-checked sampling pieces, evaluated in float64.
     def sa(module, xyz, features):
@@ -453,17 +521,18 @@ def test_pointnet2_ssg_forward_matches_float64_oracle():
             grouped = torch.cat([grouped, torch.stack([features[b][ball[b]] for b in range(xyz.shape[0])])], dim=-1)
         x = grouped.permute(0, 3, 2, 1)
         for conv, norm in zip(module.mlp_convs, module.mlp_bns):
-            x = torch.relu(_batch_norm(_conv1(x, conv), norm, False))
+            x = torch.relu(_batch_norm(_conv1(x, conv), norm, training))
         return new_xyz, x.max(dim=2).values.transpose(1, 2)
 
     xyz, features = sa(teacher.sa1, points.double(), None)
     xyz, features = sa(teacher.sa2, xyz, features)
     x = torch.cat([xyz, features], dim=-1).unsqueeze(1).permute(0, 3, 2, 1)
     for conv, norm in zip(teacher.sa3.mlp_convs, teacher.sa3.mlp_bns):
-        x = torch.relu(_batch_norm(_conv1(x, conv), norm, False))
+        x = torch.relu(_batch_norm(_conv1(x, conv), norm, training))
     x = x.max(dim=2).values.reshape(2, -1)
-    x = torch.relu(_batch_norm(_linear(x, teacher.fc1), teacher.bn1, False))
-    expected = torch.relu(_batch_norm(_linear(x, teacher.fc2), teacher.bn2, False))
+    x = drop(torch.relu(_batch_norm(_linear(x, teacher.fc1), teacher.bn1, training)))
+    expected = drop(torch.relu(_batch_norm(_linear(x, teacher.fc2), teacher.bn2, training)))
+    assert len(masks) == (2 if training else 0) and all(0 < mask.sum() < mask.numel() for mask in masks)
     _assert_close(actual, expected)
 
 

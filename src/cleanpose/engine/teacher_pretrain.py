@@ -25,8 +25,17 @@ Sizes. :func:`cleanpose.models.distillation.build_teacher` always builds the ref
 ``distillation.teacher_checkpoint`` must be pretrained at the default sizes; ``teacher_kwargs`` exists
 for tests and experiments, whose files load into a teacher built with the same kwargs.
 
-Randomness: initial weights and DropPath come from a ``torch.Generator`` seeded with ``seed``; data
-draws are keyed by (seed, sample index), so the number of loader workers does not change the result.
+Model. The teacher runs in train mode through its differentiable ``features`` (the frozen ``forward``
+is the same computation without gradient): PointBERT with DropPath, PointNet2-SSG with its two
+Dropout(0.4) layers, both with BatchNorm on batch statistics.
+
+Randomness: initial weights, DropPath, Dropout and PointNet2-SSG's FPS start points come from one
+``torch.Generator`` seeded with ``seed``; data draws are keyed by (seed, sample index), so the number of
+loader workers does not change the result.
+
+Imports. The command line builds every subcommand's parser, so this module imports only torch and numpy
+at the top; the shape library (trimesh), the augmentation, the teachers and the training engine are
+imported by the functions that use them.
 """
 
 from __future__ import annotations
@@ -38,22 +47,21 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import trimesh
-from scipy.spatial.transform import Rotation
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cleanpose.data.augment import point_noise
-from cleanpose.data.synth import shapes
-from cleanpose.data.synth.scene import DIAGONAL_RANGES, instance_mesh
-from cleanpose.engine.train import resolve_device
 from cleanpose.errors import UsageError
 from cleanpose.fileio import atomic_writer, ensure_writable_folder
-from cleanpose.models.distillation import PointBERTTeacher, PointNet2SSGTeacher, map_keys
+
+if TYPE_CHECKING:
+    import trimesh
+
+    from cleanpose.models.distillation import PointBERTTeacher, PointNet2SSGTeacher
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +74,16 @@ __all__ = [
     "pretrain_teacher",
     "reset_parameters",
     "save_teacher_checkpoint",
-    "teacher_features",
     "train_teacher",
 ]
 
 PRETRAIN_FORMAT_VERSION = 1
 """Version of the extra keys (``format_version``, ``train_accuracy``, ``args``) of a pretrained file."""
 
-TEACHERS = {"pointbert": PointBERTTeacher, "pointnet2_ssg": PointNet2SSGTeacher}
-CATEGORIES = {"nocs": shapes.NOCS_CATEGORIES, "housecat6d": shapes.HOUSECAT6D_CATEGORIES}
+TEACHERS = ("pointbert", "pointnet2_ssg")
+"""Teacher names, for :func:`_teacher_class`."""
+FORMATS = ("nocs", "housecat6d")
+"""Category sets, for :func:`_categories`."""
 
 TEMPERATURE = 0.1
 WEIGHT_DECAY = 0.05
@@ -82,6 +91,20 @@ WARMUP_FRACTION = 0.05
 SCALE_JITTER = (0.8, 1.2)
 ACCURACY_WINDOW_FRACTION = 0.1
 """The reported train accuracy is the mean over the last 10 % of the steps (at least one)."""
+
+
+def _teacher_class(name: str) -> type[PointBERTTeacher | PointNet2SSGTeacher]:
+    """The teacher class of a name of :data:`TEACHERS`."""
+    from cleanpose.models.distillation import PointBERTTeacher, PointNet2SSGTeacher
+
+    return {"pointbert": PointBERTTeacher, "pointnet2_ssg": PointNet2SSGTeacher}[name]
+
+
+def _categories(format: str) -> tuple[str, ...]:
+    """The category names of a format of :data:`FORMATS`; the label of a category is its index."""
+    from cleanpose.data.synth import shapes
+
+    return {"nocs": shapes.NOCS_CATEGORIES, "housecat6d": shapes.HOUSECAT6D_CATEGORIES}[format]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -97,6 +120,11 @@ def _augmented_view(
     Returns:
         (num_points, 3) float32, metres, centred on the mean.
     """
+    import trimesh
+    from scipy.spatial.transform import Rotation
+
+    from cleanpose.data.augment import point_noise
+
     surface, _ = trimesh.sample.sample_surface(mesh, num_points, seed=generator)
     rotation = Rotation.random(random_state=generator).as_matrix()
     scale = diagonal * generator.uniform(*SCALE_JITTER)
@@ -131,6 +159,8 @@ class ShapePairDataset(Dataset):
         self.seed = seed
         self.pools = None
         if instances_per_category is not None:
+            from cleanpose.data.synth import shapes
+
             self.pools = [
                 [
                     shapes.sample_unit_parameters(category, np.random.default_rng([seed, 1, label, index]), novel=False)
@@ -144,6 +174,9 @@ class ShapePairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Returns ``views`` (2, N, 3) float32 metres and ``label`` () int64 category index."""
+        from cleanpose.data.synth import shapes
+        from cleanpose.data.synth.scene import DIAGONAL_RANGES, instance_mesh
+
         generator = np.random.default_rng([self.seed, index])
         label = int(generator.integers(len(self.categories)))
         category = self.categories[label]
@@ -169,6 +202,8 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
     ``a = √5``, biases uniform in ±1/√fan_in); PointBERT's ``cls_pos`` gets N(0, 1) as in its constructor.
     Norm layers and ``cls_token`` are deterministic already.
     """
+    from cleanpose.models.distillation import PointBERTTeacher
+
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
@@ -177,37 +212,6 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
         if isinstance(layer, PointBERTTeacher):
             nn.init.normal_(layer.cls_pos, generator=generator)
-
-
-def teacher_features(teacher: nn.Module, points: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """The teacher's output feature with autograd on (the teachers' own ``forward`` runs under no_grad).
-
-    Same computation as ``PointBERTTeacher.forward`` / ``PointNet2SSGTeacher.forward``, except that
-    PointNet2-SSG's two Dropout layers are skipped (they would draw from the global RNG).
-
-    Args:
-        teacher: a :class:`PointBERTTeacher` or :class:`PointNet2SSGTeacher`.
-        points: (B, N, 3) float32, metres.
-        generator: DropPath draws (PointBERT, train mode) or FPS start points (PointNet2-SSG).
-
-    Returns:
-        (B, teacher.out_dim) float32.
-    """
-    if isinstance(teacher, PointBERTTeacher):
-        neighborhoods, centers = teacher.group(points)
-        tokens = teacher.reduce_dim(teacher.patch_encoder(neighborhoods))
-        batch = tokens.shape[0]
-        x = torch.cat([teacher.cls_token.expand(batch, -1, -1), tokens], dim=1)
-        pos = torch.cat([teacher.cls_pos.expand(batch, -1, -1), teacher.pos_embed(centers)], dim=1)
-        for block in teacher.blocks:
-            x = block(x + pos, generator)
-        x = teacher.norm(x)
-        return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
-    xyz, features = teacher.sa1(points, None, generator)
-    xyz, features = teacher.sa2(xyz, features, generator)
-    _, features = teacher.sa3(xyz, features, generator)
-    x = F.relu(teacher.bn1(teacher.fc1(features.reshape(points.shape[0], -1))))
-    return F.relu(teacher.bn2(teacher.fc2(x)))
 
 
 def info_nce_loss(features_a: torch.Tensor, features_b: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
@@ -248,8 +252,8 @@ def _check_arguments(teacher: str, format: str, steps: int, batch_size: int, lr:
                      instances_per_category: int | None, workers: int) -> None:
     if teacher not in TEACHERS:
         raise UsageError(f"teacher is {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
-    if format not in CATEGORIES:
-        raise UsageError(f"format is {format!r}; valid formats: {', '.join(CATEGORIES)}")
+    if format not in FORMATS:
+        raise UsageError(f"format is {format!r}; valid formats: {', '.join(FORMATS)}")
     if steps < 1:
         raise UsageError(f"steps is {steps}; need at least 1 optimisation step")
     if batch_size < 2:
@@ -262,14 +266,15 @@ def _check_arguments(teacher: str, format: str, steps: int, batch_size: int, lr:
         raise UsageError(f"workers is {workers}; expected >= 0")
 
 
-def _build_teacher(name: str, kwargs: Mapping, num_points: int) -> nn.Module:
+def _build_teacher(name: str, kwargs: Mapping, num_points: int) -> PointBERTTeacher | PointNet2SSGTeacher:
     if "mode" in kwargs:
         raise UsageError("teacher_kwargs must not set 'mode' (pretraining runs the teacher in train mode)")
+    cls = _teacher_class(name)
     try:
-        teacher = TEACHERS[name](**kwargs, mode="train")
+        teacher = cls(**kwargs, mode="train")
     except TypeError as error:
-        raise UsageError(f"teacher_kwargs {dict(kwargs)} do not fit {TEACHERS[name].__name__}: {error}") from None
-    minimum = teacher.num_groups if isinstance(teacher, PointBERTTeacher) else teacher.sa1.num_centers
+        raise UsageError(f"teacher_kwargs {dict(kwargs)} do not fit {cls.__name__}: {error}") from None
+    minimum = teacher.num_groups if name == "pointbert" else teacher.sa1.num_centers
     if num_points < minimum:
         raise UsageError(
             f"points is {num_points}; the {name} teacher samples {minimum} centres, so needs at least that"
@@ -286,7 +291,11 @@ def _learning_rate_factor(step: int, steps: int) -> float:
 
 
 def _batch_losses(
-    model: nn.Module, head: nn.Linear, batch: dict, generator: torch.Generator, device: torch.device
+    model: PointBERTTeacher | PointNet2SSGTeacher,
+    head: nn.Linear,
+    batch: dict,
+    generator: torch.Generator,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Classification and contrastive loss of one batch, and the head's accuracy over its 2B clouds.
 
@@ -296,7 +305,7 @@ def _batch_losses(
     views = batch["views"].to(device)
     labels = batch["label"].to(device).repeat(2)
     batch_size, _, num_points, _ = views.shape
-    features = teacher_features(model, views.transpose(0, 1).reshape(-1, num_points, 3), generator)  # (2B, F)
+    features = model.features(views.transpose(0, 1).reshape(-1, num_points, 3), generator)  # (2B, F)
     logits = head(features)
     classification = F.cross_entropy(logits, labels)
     contrastive = info_nce_loss(features[:batch_size], features[batch_size:])
@@ -345,7 +354,7 @@ def train_teacher(
 
     _check_arguments(teacher, format, steps, batch_size, lr, instances_per_category, workers)
     device = torch.device(device)
-    categories = CATEGORIES[format]
+    categories = _categories(format)
     generator = torch.Generator().manual_seed(seed)
     model = _build_teacher(teacher, teacher_kwargs or {}, points)
     head = nn.Linear(model.out_dim, len(categories))
@@ -411,6 +420,8 @@ def save_teacher_checkpoint(path: str | Path, teacher: nn.Module, *, train_accur
     Returns:
         ``path`` as a Path.
     """
+    from cleanpose.models.distillation import map_keys
+
     path = Path(path)
     state = teacher.state_dict()
     renamed = map_keys(list(state), teacher.reference_key_map(), to_reference=True)
@@ -462,6 +473,8 @@ def pretrain_teacher(
         UsageError: an argument is out of range, or the output folder cannot be written.
         ConfigError: ``device='cuda'`` without a CUDA device.
     """
+    from cleanpose.engine.train import resolve_device
+
     out_path = Path(out_path)
     _check_arguments(teacher, format, steps, batch_size, lr, instances_per_category, workers)
     _check_output(out_path)
@@ -470,7 +483,7 @@ def pretrain_teacher(
                            points=points, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=resolved,
                            workers=workers, teacher_kwargs=teacher_kwargs, progress=progress)
     args = dict(source="cleanpose teacher pretrain", teacher=teacher, teacher_kwargs=dict(teacher_kwargs or {}),
-                format=format, categories=CATEGORIES[format], instances_per_category=instances_per_category,
+                format=format, categories=_categories(format), instances_per_category=instances_per_category,
                 points=points, steps=steps, batch_size=batch_size, lr=lr, weight_decay=WEIGHT_DECAY,
                 temperature=TEMPERATURE, seed=seed)
     save_teacher_checkpoint(out_path, result.teacher, train_accuracy=result.train_accuracy, args=args)
@@ -505,8 +518,8 @@ def add_teacher_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--out", type=Path, required=True, metavar="OUT.pt", help="checkpoint file to write")
-    parser.add_argument("--teacher", choices=tuple(TEACHERS), default="pointbert", help="default pointbert")
-    parser.add_argument("--format", choices=tuple(CATEGORIES), default="nocs", help="category set (default nocs)")
+    parser.add_argument("--teacher", choices=TEACHERS, default="pointbert", help="default pointbert")
+    parser.add_argument("--format", choices=FORMATS, default="nocs", help="category set (default nocs)")
     parser.add_argument("--instances-per-category", type=int, default=None, metavar="N",
                         help="fixed pool of N instances per category (default: fresh instance per sample)")
     parser.add_argument("--points", type=int, default=1024, help="points per cloud (default 1024)")

@@ -15,8 +15,12 @@ from the official ULIP checkpoint files through :func:`load_ulip_checkpoint`. Of
 ``image_projection``, ``text_projection`` and ``logit_scale`` are ignored on purpose, because distillation
 and queue extraction use only the point encoder's output.
 
-Randomness: PointBERT's DropPath (active when the teacher runs in train mode, as in the reference) and
-PointNet2-SSG's random FPS start point draw from a ``torch.Generator`` passed to ``forward``.
+Each teacher computes its feature once, in ``features`` (autograd on, for pretraining the teacher);
+``forward`` is ``features`` under ``torch.no_grad`` (the frozen teacher of distillation and queue extraction).
+
+Randomness: PointBERT's DropPath and PointNet2-SSG's Dropout (both active only when the teacher runs in
+train mode, as in the reference) and PointNet2-SSG's random FPS start point draw from a
+``torch.Generator`` passed to ``features`` / ``forward``, never from the global RNG.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "ResidualDistillationHead",
     "build_teacher",
     "drop_path",
+    "dropout",
     "format_keys",
     "load_ulip_checkpoint",
     "map_keys",
@@ -225,6 +230,35 @@ def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _drop(
+    x: torch.Tensor,
+    mask_shape: tuple[int, ...],
+    rate: float,
+    training: bool,
+    generator: torch.Generator | None,
+    caller: str,
+) -> torch.Tensor:
+    """``x`` times a Bernoulli(1 - rate) mask of ``mask_shape`` (broadcast over ``x``) divided by ``1 - rate``.
+
+    No-op, and no draw, when not ``training`` or ``rate == 0``. The mask is drawn in ``x``'s dtype on the
+    generator's device, so a CPU generator also drives a model on another device.
+
+    Raises:
+        ValueError: a draw is needed but ``generator`` is None; ``caller`` names the layer in the message.
+    """
+    if not training or rate == 0.0:
+        return x
+    if generator is None:
+        raise ValueError(
+            f"{caller}: a torch.Generator is required in train mode with rate > 0 "
+            "(pass generator=..., or run the teacher with teacher_mode='eval')"
+        )
+    keep = 1.0 - rate
+    mask = torch.empty(mask_shape, dtype=x.dtype, device=generator.device)
+    mask.bernoulli_(keep, generator=generator)
+    return x * mask.div_(keep).to(x.device)
+
+
 def drop_path(x: torch.Tensor, rate: float, training: bool, generator: torch.Generator | None) -> torch.Tensor:
     """Stochastic depth: zero whole samples of a residual branch with probability ``rate``.
 
@@ -243,18 +277,17 @@ def drop_path(x: torch.Tensor, rate: float, training: bool, generator: torch.Gen
     Raises:
         ValueError: a draw is needed but ``generator`` is None.
     """
-    if not training or rate == 0.0:
-        return x
-    if generator is None:
-        raise ValueError(
-            "drop_path: a torch.Generator is required in train mode with rate > 0 "
-            "(pass generator=..., or run the teacher with teacher_mode='eval')"
-        )
-    keep = 1.0 - rate
-    # Drawn on the generator's device, so a CPU generator also drives a model on another device.
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=generator.device)
-    mask.bernoulli_(keep, generator=generator)
-    return x * mask.div_(keep).to(x.device)
+    return _drop(x, (x.shape[0],) + (1,) * (x.dim() - 1), rate, training, generator, "drop_path")
+
+
+def dropout(x: torch.Tensor, rate: float, training: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Element-wise dropout drawing from ``generator`` (``torch.nn.Dropout`` draws from the global RNG).
+
+    Each element of ``x`` (float, any shape) is kept with probability ``1 - rate`` (one Bernoulli draw per
+    element, in row-major order) and kept elements are divided by ``1 - rate``, as ``torch.nn.Dropout``
+    does. Arguments, result and error as :func:`drop_path`.
+    """
+    return _drop(x, tuple(x.shape), rate, training, generator, "dropout")
 
 
 class _PatchEncoder(nn.Module):
@@ -351,6 +384,15 @@ class _FrozenTeacher(nn.Module):
         """Follow the parent's mode when ``mode == 'train'`` (as the reference does); stay in eval otherwise."""
         return super().train(mode and self.mode == "train")
 
+    def features(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The teacher's output feature with autograd on; each teacher defines it."""
+        raise NotImplementedError
+
+    def forward(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The frozen teacher: :meth:`features` without gradient (same arguments, same output)."""
+        with torch.no_grad():
+            return self.features(points, generator)
+
 
 class PointBERTTeacher(_FrozenTeacher):
     """ULIP-2 PointBERT point encoder, frozen; output ``cat[x_CLS, max over groups]`` (B, 2·trans_dim).
@@ -363,7 +405,8 @@ class PointBERTTeacher(_FrozenTeacher):
     ``x = block(x + pos)``, then a final LayerNorm.
 
     In ``mode='train'`` the teacher follows the net into train mode like the reference (DropPath active,
-    BatchNorm on batch statistics, running statistics updated): ``forward`` then needs a generator.
+    BatchNorm on batch statistics, running statistics updated): ``features`` / ``forward`` then need a
+    generator.
     ``mode='eval'`` keeps it in eval mode always (deterministic).
 
     Args:
@@ -419,8 +462,8 @@ class PointBERTTeacher(_FrozenTeacher):
         neighborhoods = points[batch, neighbor_idx] - centers.unsqueeze(2)
         return neighborhoods, centers
 
-    def forward(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Encode a batch of clouds (no gradient).
+    def features(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode a batch of clouds, differentiably (``forward`` is this without gradient).
 
         Args:
             points: (B, N, 3) float32, metres; N >= num_groups.
@@ -429,16 +472,15 @@ class PointBERTTeacher(_FrozenTeacher):
         Returns:
             (B, 2·trans_dim) float32 teacher feature (768 at reference size), before ``pc_projection``.
         """
-        with torch.no_grad():
-            neighborhoods, centers = self.group(points)
-            tokens = self.reduce_dim(self.patch_encoder(neighborhoods))
-            batch = tokens.shape[0]
-            x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
-            pos = torch.cat([self.cls_pos.expand(batch, -1, -1), self.pos_embed(centers)], dim=1)
-            for block in self.blocks:
-                x = block(x + pos, generator)
-            x = self.norm(x)
-            return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
+        neighborhoods, centers = self.group(points)
+        tokens = self.reduce_dim(self.patch_encoder(neighborhoods))
+        batch = tokens.shape[0]
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        pos = torch.cat([self.cls_pos.expand(batch, -1, -1), self.pos_embed(centers)], dim=1)
+        for block in self.blocks:
+            x = block(x + pos, generator)
+        x = self.norm(x)
+        return torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
 
     @staticmethod
     def reference_key_map() -> list[tuple[str, str]]:
@@ -561,7 +603,9 @@ class PointNet2SSGTeacher(_FrozenTeacher):
     MLP 131→128→128→256; sa3: all points, MLP 259→256→512→1024, max; then fc1 1024→512 → BN → ReLU →
     Dropout(0.4) → fc2 512→256 → BN → ReLU → Dropout(0.4). Sampling follows ULIP's pure-PyTorch code
     (random FPS start point, ball query with d² <= r² on the matrix-product distance), not the votenet
-    kernel. Queue extraction runs it in eval mode (the default here).
+    kernel. Queue extraction runs it in eval mode (the default here). In train mode the Dropout masks
+    are drawn from the generator (:func:`dropout`, after the FPS start points), not from the global RNG
+    as ``torch.nn.Dropout`` in ULIP; eval mode has no dropout and no draw besides the FPS start points.
 
     Args:
         num_centers: centres of sa1 and sa2.
@@ -569,8 +613,8 @@ class PointNet2SSGTeacher(_FrozenTeacher):
         num_samples: ball sizes of sa1 and sa2.
         channels: MLP widths of sa1, sa2 and sa3.
         out_dim: width of the output feature (fc2).
-        mode: ``eval`` (queue extraction) or ``train`` (follows the parent; dropout then uses the global RNG
-            of ``torch.nn.Dropout`` and is meant for experiments only).
+        mode: ``eval`` (queue extraction) or ``train`` (follows the parent; dropout on, so ``features`` /
+            ``forward`` need a generator; pretraining and experiments).
     """
 
     def __init__(
@@ -592,30 +636,29 @@ class PointNet2SSGTeacher(_FrozenTeacher):
         self.sa3 = _SetAbstraction(None, None, None, channels[1][-1] + 3, channels[2])
         self.fc1 = nn.Linear(channels[2][-1], 2 * out_dim)
         self.bn1 = nn.BatchNorm1d(2 * out_dim)
-        self.drop1 = nn.Dropout(0.4)
         self.fc2 = nn.Linear(2 * out_dim, out_dim)
         self.bn2 = nn.BatchNorm1d(out_dim)
-        self.drop2 = nn.Dropout(0.4)
+        self.dropout_rate = 0.4
         self.out_dim = out_dim
         self.freeze()
 
-    def forward(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Encode a batch of clouds (no gradient).
+    def features(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode a batch of clouds, differentiably (``forward`` is this without gradient).
 
         Args:
             points: (B, N, 3) float32, metres (queue extraction feeds raw camera-frame points).
-            generator: draws the FPS start points; None starts every FPS at point 0.
+            generator: draws the FPS start points (None starts every FPS at point 0) and, in train mode,
+                the two Dropout masks (then required).
 
         Returns:
             (B, out_dim) float32 feature.
         """
-        with torch.no_grad():
-            xyz, features = self.sa1(points, None, generator)
-            xyz, features = self.sa2(xyz, features, generator)
-            _, features = self.sa3(xyz, features, generator)
-            x = features.reshape(points.shape[0], -1)
-            x = self.drop1(F.relu(self.bn1(self.fc1(x))))
-            return self.drop2(F.relu(self.bn2(self.fc2(x))))
+        xyz, grouped = self.sa1(points, None, generator)
+        xyz, grouped = self.sa2(xyz, grouped, generator)
+        _, grouped = self.sa3(xyz, grouped, generator)
+        x = F.relu(self.bn1(self.fc1(grouped.reshape(points.shape[0], -1))))
+        x = dropout(x, self.dropout_rate, self.training, generator)
+        return dropout(F.relu(self.bn2(self.fc2(x))), self.dropout_rate, self.training, generator)
 
     @staticmethod
     def reference_key_map() -> list[tuple[str, str]]:
