@@ -186,3 +186,14 @@ def test_errors():
     with pytest.raises(ValueError, match="have lengths 2, 1, 2, 2, 2"):
         PointNet2MSG(num_centers=(8, 4), radii=((0.1,),), num_neighbors=((4,), (4,)),
                      sa_channels=((4,), (4,)), fp_channels=((4,), (4,)))
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32():
+    torch.manual_seed(0)  # test-side seeding of the modules' default init
+    model = PointNet2MSG(num_centers=(8, 4), radii=((0.1,), (0.2,)), num_neighbors=((4,), (4,)),
+                         sa_channels=((4, 8), (8, 8)), fp_channels=((8,), (8,))).eval()  # fmt: skip
+    points = torch.rand(2, 32, 3, generator=torch.Generator().manual_seed(1)) * 0.2
+    expected = model(points)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = model(points)
+    torch.testing.assert_close(actual.float(), expected, rtol=0.05, atol=0.05)

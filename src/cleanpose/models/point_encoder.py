@@ -197,7 +197,8 @@ class FeaturePropagation(nn.Module):
             (B, C_out, n) features of the fine points.
         """
         dists, idx = three_nn(fine_xyz, coarse_xyz)
-        features = three_interpolate(coarse_features, idx, inverse_distance_weights(dists))
+        weights = inverse_distance_weights(dists).to(coarse_features.dtype)  # bf16 features under autocast
+        features = three_interpolate(coarse_features, idx, weights)
         if fine_features is not None:
             features = torch.cat([features, fine_features], dim=1)
         return self.mlp(features.unsqueeze(-1)).squeeze(-1)
