@@ -44,7 +44,7 @@ from cleanpose.models import (
     pose_head,
     reconstructor,
 )
-from cleanpose.models.distillation import ResidualDistillationHead, format_keys, map_keys
+from cleanpose.models.distillation import ResidualDistillationHead, describe_key_mismatch, format_keys, map_keys
 from cleanpose.models.net import CleanPoseNet, load_model_state, read_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -149,14 +149,9 @@ def official_to_ours(
     unknown = [key for key in state if key not in inverse and not any(p.match(key) for p in droppable)]
     missing = [reference for reference in inverse if reference not in state]
     if unknown or missing:
-        parts = []
-        if unknown:
-            parts.append(f"unknown keys: {format_keys(unknown)}")
-        if missing:
-            parts.append(f"missing keys: {format_keys(missing)}")
         raise CheckpointError(
             f"{source}: does not match the reference network (rgb_backbone={config.rgb_backbone}, "
-            f"cat_num={config.num_categories}); " + "; ".join(parts)
+            f"cat_num={config.num_categories}); " + describe_key_mismatch(missing, unknown, "unknown")
         )
     mismatched = [
         f"{reference} {tuple(state[reference].shape)} vs {tuple(shapes[ours])}"
@@ -188,12 +183,8 @@ def ours_to_official(
     unknown = sorted(set(ours) - set(table))
     missing = sorted(set(table) - set(ours))
     if unknown or missing:
-        parts = []
-        if unknown:
-            parts.append(f"unknown keys: {format_keys(unknown)}")
-        if missing:
-            parts.append(f"missing keys: {format_keys(missing)}")
-        raise CheckpointError(f"{source}: does not match the network; " + "; ".join(parts))
+        mismatch = describe_key_mismatch(missing, unknown, "unknown")
+        raise CheckpointError(f"{source}: does not match the network; {mismatch}")
     mismatched = [
         f"{key} {tuple(value.shape)} vs {tuple(shapes[key])}"
         for key, value in ours.items()

@@ -160,6 +160,14 @@ def format_keys(keys: Sequence[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+
+def describe_key_mismatch(missing: Sequence[str], extra: Sequence[str], extra_word: str = "unexpected") -> str:
+    """``"missing keys: …; <extra_word> keys: …"`` for the non-empty lists ("" when both are empty)."""
+    parts = [f"missing keys: {format_keys(missing)}"] if missing else []
+    if extra:
+        parts.append(f"{extra_word} keys: {format_keys(extra)}")
+    return "; ".join(parts)
+
 def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
     """Load an official ULIP checkpoint's point-encoder weights into a teacher (strict).
 
@@ -207,13 +215,9 @@ def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
     missing = sorted(set(expected) - set(ours))
     unexpected = sorted({key for key, new in renamed.items() if new not in expected})
     if missing or unexpected:
-        parts = []
-        if missing:
-            missing_reference = map_keys(missing, teacher.reference_key_map(), to_reference=True).values()
-            parts.append(f"missing keys: {format_keys([prefix + k for k in missing_reference])}")
-        if unexpected:
-            parts.append(f"unexpected keys: {format_keys([prefix + k for k in unexpected])}")
-        raise CheckpointError(f"{path}: point encoder does not match {type(teacher).__name__}; " + "; ".join(parts))
+        missing_reference = map_keys(missing, teacher.reference_key_map(), to_reference=True).values()
+        mismatch = describe_key_mismatch([prefix + k for k in missing_reference], [prefix + k for k in unexpected])
+        raise CheckpointError(f"{path}: point encoder does not match {type(teacher).__name__}; {mismatch}")
     mismatched = [
         f"{key} {tuple(ours[key].shape)} vs {tuple(expected[key].shape)}"
         for key in expected

@@ -40,7 +40,7 @@ from cleanpose.errors import CheckpointError, ConfigError
 from cleanpose.fileio import atomic_writer
 from cleanpose.geometry import euler_xyz_to_matrix
 from cleanpose.models.backbones import build_rgb_backbone
-from cleanpose.models.distillation import ResidualDistillationHead, format_keys
+from cleanpose.models.distillation import ResidualDistillationHead, describe_key_mismatch
 from cleanpose.models.feature_aggregator import GeometricAwareFeatureAggregator
 from cleanpose.models.front_door import ConfounderQueue, FrontDoorEncoder
 from cleanpose.models.keypoint_detector import InstanceAdaptiveKeypointDetector
@@ -571,12 +571,8 @@ def load_model_state(
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {format_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {format_keys(unexpected)}")
-        raise CheckpointError(f"{source}: state dict does not match the network; " + "; ".join(parts))
+        mismatch = describe_key_mismatch(missing, unexpected)
+        raise CheckpointError(f"{source}: state dict does not match the network; {mismatch}")
     mismatched = [
         f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
         for key, value in expected.items()
