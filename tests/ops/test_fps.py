@@ -1,11 +1,17 @@
 """Furthest point sampling against a literal simulation of the votenet CUDA kernel."""
 
+import json
+import os
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import cleanpose
 from cleanpose.errors import BackendUnavailableError
 from cleanpose.ops import furthest_point_sample, furthest_point_sample_reference, fused_multiply_add
 from cleanpose.ops.fps import kernel_num_threads
@@ -188,3 +194,58 @@ def test_fma_rounding_decides_exact_plain_ties():
     expected = simulate_kernel(cloud, 2)
     assert expected == [0, 1]
     assert furthest_point_sample(torch.from_numpy(cloud).unsqueeze(0), 2).tolist() == [expected]
+
+
+HAND_CASES = [
+    ([[1, 0, 0], [1, 2, 0], [1.5, 0, 0], [1, 0.5, 0], [1, -2, 0], [0, 0, 0.01], [0.5, 0, 0], [1, 0, 1]], 10),
+    ([[0.0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 1, 0]], 6),
+    ([[0.01, 0.01, 0.01]] * 5, 4),
+]
+
+_INTERPRETER_SCRIPT = """
+import json, sys, torch
+from cleanpose.ops import furthest_point_sample
+cases = json.load(sys.stdin)
+print(json.dumps([furthest_point_sample(torch.tensor(p), m, backend="triton").tolist() for p, m in cases]))
+"""
+
+
+def dyadic_lattice_cloud(generator: torch.Generator, batch: int, n: int) -> torch.Tensor:
+    """Lattice points at multiples of 1/32 m: every product is exact, so rounding cannot decide a tie."""
+    return torch.randint(-3, 4, (batch, n, 3), generator=generator).float() / 32
+
+
+def test_triton_kernel_in_the_interpreter_matches_the_kernel_simulation():
+    # The Triton kernel's logic (skip rule, tie priority, exhausted clouds, M > N, no eligible point) in
+    # Triton's CPU interpreter, which must be switched on before Triton is imported: a subprocess.
+    pytest.importorskip("triton")
+    generator = torch.Generator().manual_seed(11)
+    cases = [([points], m) for points, m in HAND_CASES]
+    for n, m in [(1, 3), (3, 5), (8, 13), (37, 30), (70, 112), (600, 40)]:
+        cases.append((dyadic_lattice_cloud(generator, 2, n).tolist(), m))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERPRETER_SCRIPT], input=json.dumps(cases), capture_output=True, text=True,
+        env=env, timeout=120, check=True,
+    )
+    got = json.loads(result.stdout)
+    for (clouds, m), picks in zip(cases, got):
+        assert picks == [simulate_kernel(np.array(cloud, dtype=np.float32), m) for cloud in clouds]
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("n, m", [(1, 4), (37, 60), (1024, 512), (2000, 256)])
+def test_triton_backend_on_cuda_equals_the_reference(n, m):
+    generator = torch.Generator().manual_seed(n)
+    for points in (lattice_cloud(generator, 4, n), torch.rand(4, n, 3, generator=generator) * 0.3 - 0.15):
+        expected = furthest_point_sample_reference(points, m)
+        assert torch.equal(furthest_point_sample(points.cuda(), m).cpu(), expected)  # "auto" is Triton on CUDA
+        assert torch.equal(furthest_point_sample(points.cuda(), m, backend="triton").cpu(), expected)
+
+
+@pytest.mark.requires_cuda
+def test_triton_backend_on_cuda_hand_cases():
+    for points, m in HAND_CASES:
+        cloud = torch.tensor([points], dtype=torch.float32)
+        expected = [simulate_kernel(cloud[0].numpy(), m)]
+        assert furthest_point_sample(cloud.cuda(), m, backend="triton").tolist() == expected

@@ -2,8 +2,9 @@
 
 Each family lives in its own module (``fps``, ``ball_query``, ``grouping``, ``interpolate``, ``knn``)
 and offers a pure-PyTorch reference implementation (``*_reference``) plus one public dispatch
-function with a ``backend`` argument. ``backend="auto"`` picks the fastest registered backend that
-can run on the input's device; today only ``"reference"`` is registered, and it runs everywhere.
+function with a ``backend`` argument. ``backend="auto"`` picks a registered ``"triton"`` backend for
+CUDA inputs (furthest point sampling has one: its PyTorch loop launches dozens of kernels per pick)
+and ``"reference"`` otherwise; the reference runs everywhere.
 
 Conventions shared by every op:
 
@@ -33,8 +34,8 @@ def select_backend(
         op_name: name of the public op, used in the error message.
         backends: registered implementations by name; ``"reference"`` must be present.
         backend: ``"auto"`` or one of the names in ``backends``.
-        tensor: an input of the op; ``"auto"`` uses its device to choose (every registered
-            backend today is device-agnostic, so ``"auto"`` resolves to ``"reference"``).
+        tensor: an input of the op; ``"auto"`` resolves to ``"triton"`` when that is registered and
+            ``tensor`` is on a CUDA device, else to ``"reference"``.
 
     Returns:
         The callable registered under the resolved name.
@@ -43,7 +44,7 @@ def select_backend(
         BackendUnavailableError: ``backend`` is neither ``"auto"`` nor a registered name.
     """
     if backend == "auto":
-        return backends["reference"]
+        return backends["triton" if tensor.is_cuda and "triton" in backends else "reference"]
     if backend not in backends:
         valid = ", ".join(["auto", *sorted(backends)])
         raise BackendUnavailableError(
@@ -91,13 +92,23 @@ def fused_multiply_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tor
         rounded = total.float()
         # Halfway: the 29 float64 mantissa bits below float32 precision are 1 followed by 28 zeros.
         halfway = (total.view(torch.int64) & 0x1FFFFFFF) == 0x10000000
+        if total.is_cuda:  # no host sync: correct every element, keep the halfway ones
+            return torch.where(halfway, _round_exact_sum(product, addend, total), rounded)
         if bool(halfway.any()):
-            exact_product, exact_addend, sum_ = product[halfway], addend[halfway], total[halfway]
-            virtual = sum_ - exact_product
-            error = (exact_product - (sum_ - virtual)) + (exact_addend - virtual)  # exact sum = sum_ + error
-            nudged = torch.nextafter(sum_, torch.where(error > 0, torch.inf, -torch.inf).double())
-            rounded[halfway] = torch.where(error != 0, nudged.float(), sum_.float())
+            rounded[halfway] = _round_exact_sum(product[halfway], addend[halfway], total[halfway])
         return rounded
+
+
+def _round_exact_sum(product: torch.Tensor, addend: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """float32 rounding of the exact ``product + addend`` where the float64 ``total`` lies halfway.
+
+    The sum's TwoSum error term says on which side of ``total`` the exact value lies: nudging
+    ``total`` one float64 step that way makes the float32 rounding single (ties stay ties-to-even).
+    """
+    virtual = total - product
+    error = (product - (total - virtual)) + (addend - virtual)  # exact sum = total + error
+    nudged = torch.nextafter(total, torch.where(error > 0, torch.inf, -torch.inf).double())
+    return torch.where(error != 0, nudged.float(), total.float())
 
 
 # The submodules import `select_backend`, `check_coordinates` and `fused_multiply_add` from this package, so it is defined above these imports.

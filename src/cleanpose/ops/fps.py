@@ -41,7 +41,7 @@ def kernel_num_threads(num_points: int) -> int:
     return max(min(1 << power, _MAX_THREADS), 1)
 
 
-def _tie_priority(num_points: int, device: torch.device) -> torch.Tensor:
+def tie_priority(num_points: int, device: torch.device) -> torch.Tensor:
     """Rank of every point among equal maxima, as the kernel's reduction resolves them.
 
     Thread ``t`` scans ``t, t+T, ...`` keeping the first strict maximum, so within a thread the
@@ -78,7 +78,7 @@ def furthest_point_sample_reference(points: torch.Tensor, num_samples: int) -> t
         x, y, z = points.unbind(-1)
         # The kernel compares a float32 norm with the double literal 1e-3; do the same in double.
         skipped = fused_multiply_add(z, z, fused_multiply_add(y, y, x * x)).double() <= _SKIP_SQUARED_NORM
-        priority = _tie_priority(num_points, points.device)
+        priority = tie_priority(num_points, points.device)
         no_priority = priority.new_tensor(num_points * _MAX_THREADS)
         temp = torch.full((batch_size, num_points), _INITIAL_DISTANCE, dtype=points.dtype, device=points.device)
         batch = torch.arange(batch_size, device=points.device)
@@ -98,7 +98,20 @@ def furthest_point_sample_reference(points: torch.Tensor, num_samples: int) -> t
     return samples
 
 
+def _furthest_point_sample_triton(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """The Triton kernel for float32 clouds of at most ``fps_triton.MAX_POINTS`` points, else the reference."""
+    if points.dtype != torch.float32 or points.shape[1] > fps_triton.MAX_POINTS:
+        return furthest_point_sample_reference(points, num_samples)
+    return fps_triton.furthest_point_sample_triton(points, num_samples, tie_priority(points.shape[1], points.device))
+
+
 _BACKENDS = {"reference": furthest_point_sample_reference}
+try:
+    from cleanpose.ops import fps_triton
+except ImportError:  # a PyTorch build without Triton: the reference backend only
+    pass
+else:
+    _BACKENDS["triton"] = _furthest_point_sample_triton
 
 
 def furthest_point_sample(points: torch.Tensor, num_samples: int, *, backend: str = "auto") -> torch.Tensor:
@@ -121,7 +134,9 @@ def furthest_point_sample(points: torch.Tensor, num_samples: int, *, backend: st
         points: (B, N, 3) float32 coordinates, metres, any frame (the skip rule refers to its origin).
             Other floating dtypes are accepted; the kernel's float32 results are matched for float32.
         num_samples: M >= 0, number of indices to return per cloud; M > N repeats points.
-        backend: ``"auto"`` or ``"reference"``.
+        backend: ``"auto"`` (the Triton kernel on CUDA when Triton is installed, else the reference),
+            ``"reference"`` (PyTorch, any device) or ``"triton"`` (one kernel launch; float32 clouds of at
+            most 16,384 points, others fall back to the reference; CPU tensors need ``TRITON_INTERPRET=1``).
 
     Returns:
         (B, M) int64. ``samples[b, i] = j`` means that the i-th pick of cloud b is ``points[b, j]``.
