@@ -16,6 +16,7 @@ from cleanpose.engine.hooks import read_loss_log
 from cleanpose.engine.train import train
 from cleanpose.errors import ConfigError, UsageError
 from cleanpose.models.net import read_checkpoint
+from tests.engine.conftest import TINY_MODEL
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -145,3 +146,20 @@ def test_loss_log_and_tensorboard_and_curve(train_config_file, tmp_path):
     assert [record["lr"] for record in records] == pytest.approx([2e-3, 3e-3, 4e-3])
     assert (run / "loss_curve.png").stat().st_size > 1000
     assert any(path.name.startswith("events.out.tfevents") for path in (run / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("rgb_backbone", ["dino", "resnet"])
+def test_bf16_autocast_step_tracks_the_fp32_step(train_config_file, tmp_path, rgb_backbone):
+    # Same seed and data: the first step's losses under bf16 autocast stay within 10 % (bf16 keeps 8 bits).
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model = {**TINY_MODEL, "rgb_backbone": rgb_backbone, "rgb": {**TINY_MODEL["rgb"], "psp_channels": 16}}
+        path = train_config_file(
+            name=f"{precision}.yaml", model=model, data={"image_size": 56},
+            run={"epochs": 1, "iterations_per_epoch": 1, "precision": precision, "out_dir": str(tmp_path / precision)},
+        )
+        train(load_config(path, TrainConfig), quiet=True)
+        losses[precision] = json.loads((tmp_path / precision / "losses.jsonl").read_text().splitlines()[0])
+    for key, value in losses["fp32"].items():
+        if key.startswith("loss/"):
+            assert losses["bf16"][key] == pytest.approx(value, rel=0.1, abs=2e-3), key

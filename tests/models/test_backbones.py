@@ -290,6 +290,20 @@ def test_psp_forward_matches_float64_reimplementation():
     torch.testing.assert_close(got.double(), psp_oracle(model, images, choose), rtol=1e-5, atol=2e-5)
 
 
+def test_psp_train_mode_dropout_follows_the_generator_only():
+    # Equal generators give equal features whatever the global RNG; the draws change the output.
+    model = PSPResNet18(psp_channels=16, out_channels=8).train()
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    choose = torch.arange(20).repeat(2, 1)
+    torch.manual_seed(0)
+    first = model(images, choose, torch.Generator().manual_seed(3))
+    torch.manual_seed(1)
+    assert torch.equal(model(images, choose, torch.Generator().manual_seed(3)), first)
+    assert not torch.equal(model(images, choose, torch.Generator().manual_seed(4)), first)
+    with pytest.raises(ValueError, match="channel_dropout: a torch.Generator is required"):
+        model(images, choose)
+
+
 def test_psp_reference_sizes_and_keys_match_tsv():
     model = PSPResNet18()
     assert all(p.requires_grad for p in model.parameters())

@@ -15,6 +15,7 @@ from cleanpose.models.distillation import (
     _ball_query_inclusive,
     _random_start_furthest_point_sample,
     build_teacher,
+    channel_dropout,
     drop_path,
     dropout,
     load_ulip_checkpoint,
@@ -231,6 +232,17 @@ def test_dropout_draws_from_the_generator():
     assert torch.equal(dropout(x, 0.0, True, None), x)
     with pytest.raises(ValueError, match=r"dropout: a torch.Generator is required in train mode"):
         dropout(x, 0.4, True, None)
+
+
+def test_channel_dropout_zeroes_whole_channels_drawn_from_the_generator():
+    x = torch.randn(3, 4, 2, 5, generator=torch.Generator().manual_seed(0))
+    out = channel_dropout(x, 0.3, True, torch.Generator().manual_seed(9))
+    mask = torch.empty(3, 4, 1, 1).bernoulli_(0.7, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(out, x * mask / 0.7)
+    assert 0 < int(mask.sum()) < 12
+    assert torch.equal(channel_dropout(x, 0.3, False, None), x)
+    with pytest.raises(ValueError, match=r"channel_dropout: a torch.Generator is required in train mode"):
+        channel_dropout(x, 0.3, True, None)
 
 
 # --------------------------------------------------------------------------------------- PointBERT

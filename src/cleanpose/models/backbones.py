@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from cleanpose.errors import BackendUnavailableError, CheckpointError
+from cleanpose.models.distillation import channel_dropout
 from cleanpose.ops import gather_points
 
 __all__ = [
@@ -328,12 +329,15 @@ class DinoV2ViTS14(nn.Module):
         """
         return self.feature_projection(bilinear_sample_at_pixels(token_map, choose, image_size))
 
-    def forward(self, images: torch.Tensor, choose: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, choose: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Per-pixel features at the sampled pixels.
 
         Args:
             images: (B, 3, H, W) float32, ImageNet-normalised RGB crop (224 x 224 in CleanPose).
             choose: (B, N) int64 flat pixel indices ``row * W + col``, values in [0, H*W).
+            generator: unused (the ViT draws nothing); accepted for the RGB encoders' common signature.
 
         Returns:
             (B, out_channels, N) float32 ``rgb_local``.
@@ -398,6 +402,12 @@ def _upsample_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+_CONTEXT_DROPOUT = 0.3
+"""Channel-dropout rate after the pyramid pooling (the reference's first Dropout2d)."""
+_UPSAMPLE_DROPOUT = 0.15
+"""Channel-dropout rate after the first two upsampling blocks (the reference's other Dropout2d)."""
+
+
 class PSPResNet18(nn.Module):
     """ResNet18 at output stride 8 with a PSP decoder back to full resolution (model.md §4b).
 
@@ -447,19 +457,19 @@ class PSPResNet18(nn.Module):
             state = {key: value for key, value in state.items() if not key.startswith("fc.")}
             _load_strict(self.resnet, state, path, "ResNet18")
         self.pyramid_pooling = PyramidPooling(512, psp_channels, psp_sizes)
-        self.dropout_context = nn.Dropout2d(p=0.3)
-        self.dropout_upsample = nn.Dropout2d(p=0.15)
         self.upsample1 = _upsample_block(psp_channels, 256)
         self.upsample2 = _upsample_block(256, 64)
         self.upsample3 = _upsample_block(64, 64)
         self.head = nn.Sequential(nn.Conv2d(64, out_channels, kernel_size=1), nn.BatchNorm2d(out_channels), nn.PReLU())
         self.out_channels = out_channels
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Dense per-pixel features.
 
         Args:
             images: (B, 3, H, W) float32, ImageNet-normalised RGB; H and W multiples of 8.
+            generator: source of the channel-dropout masks in train mode (required there); the reference's
+                ``nn.Dropout2d`` draws from the global RNG, the distribution is the same.
 
         Returns:
             (B, out_channels, H, W) float32.
@@ -471,27 +481,30 @@ class PSPResNet18(nn.Module):
         trunk = self.resnet
         features = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(images))))
         features = trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(features))))
-        features = self.dropout_context(self.pyramid_pooling(features))
-        features = self.dropout_upsample(self.upsample1(features))
-        features = self.dropout_upsample(self.upsample2(features))
+        features = channel_dropout(self.pyramid_pooling(features), _CONTEXT_DROPOUT, self.training, generator)
+        features = channel_dropout(self.upsample1(features), _UPSAMPLE_DROPOUT, self.training, generator)
+        features = channel_dropout(self.upsample2(features), _UPSAMPLE_DROPOUT, self.training, generator)
         return self.head(self.upsample3(features))
 
     def forward_head(self, dense: torch.Tensor, choose: torch.Tensor) -> torch.Tensor:
         """Gather the dense map (B, C, H, W) at the flat pixel indices ``choose`` (B, N) -> (B, C, N)."""
         return gather_points(dense.flatten(2), choose)
 
-    def forward(self, images: torch.Tensor, choose: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, choose: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Per-pixel features at the sampled pixels.
 
         Args:
             images: (B, 3, H, W) float32, ImageNet-normalised RGB crop (224 x 224 in CleanPose).
             choose: (B, N) int64 flat pixel indices ``row * W + col``, values in [0, H*W).
+            generator: source of the channel-dropout masks in train mode (required there).
 
         Returns:
             (B, out_channels, N) float32 ``rgb_local``.
         """
         _check_inputs("PSPResNet18", images, choose)
-        return self.forward_head(self.forward_features(images), choose)
+        return self.forward_head(self.forward_features(images, generator), choose)
 
     @staticmethod
     def reference_key_map() -> list[tuple[str, str]]:

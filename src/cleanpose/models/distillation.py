@@ -294,6 +294,16 @@ def dropout(x: torch.Tensor, rate: float, training: bool, generator: torch.Gener
     return _drop(x, tuple(x.shape), rate, training, generator, "dropout")
 
 
+def channel_dropout(x: torch.Tensor, rate: float, training: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Channel dropout (``torch.nn.Dropout2d``) drawing from ``generator``.
+
+    Each channel of each sample of ``x`` (B, C, H, W) is kept with probability ``1 - rate`` (one Bernoulli
+    draw per (sample, channel), row-major) and kept channels are divided by ``1 - rate``. Arguments, result
+    and error as :func:`drop_path`.
+    """
+    return _drop(x, tuple(x.shape[:2]) + (1,) * (x.dim() - 2), rate, training, generator, "channel_dropout")
+
+
 class _PatchEncoder(nn.Module):
     """Mini-PointNet over each group: ``cat[max broadcast, per-point]`` (max first) between two MLPs."""
 

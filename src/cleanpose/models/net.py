@@ -264,7 +264,7 @@ class CleanPoseNet(nn.Module):
 
         centroid = points.mean(dim=1, keepdim=True)
         points = points - centroid
-        rgb_local = self.rgb_encoder(rgb, choose)
+        rgb_local = self.rgb_encoder(rgb, choose, generator)
 
         if self.training:
             if augmentation is None:

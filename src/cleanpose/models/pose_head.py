@@ -82,7 +82,8 @@ class PoseSizeEstimator(nn.Module):
         features = self.local_mlp(features)
         global_feature = torch.mean(features, dim=2, keepdim=True)
         pooled = self.global_mlp(torch.cat([features, global_feature.expand_as(features)], dim=1)).squeeze(2)
-        rotation = ortho6d_to_rotation(self.rotation_head(pooled))
+        r6 = self.rotation_head(pooled)
+        rotation = ortho6d_to_rotation(r6.to(torch.promote_types(r6.dtype, torch.float32)))  # >= float32 under autocast
         return PoseSize(rotation, self.translation_head(pooled), self.size_head(pooled))
 
 
