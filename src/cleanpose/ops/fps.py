@@ -13,6 +13,7 @@ which points are picked, and all three are reproduced here:
    the same points start to repeat.
 """
 
+import functools
 import math
 
 import torch
@@ -41,6 +42,7 @@ def kernel_num_threads(num_points: int) -> int:
     return max(min(1 << power, _MAX_THREADS), 1)
 
 
+@functools.lru_cache(maxsize=64)
 def tie_priority(num_points: int, device: torch.device) -> torch.Tensor:
     """Rank of every point among equal maxima, as the kernel's reduction resolves them.
 
@@ -52,7 +54,7 @@ def tie_priority(num_points: int, device: torch.device) -> torch.Tensor:
 
     Returns:
         (N,) int64, distinct values; among points with equal maximal distance the kernel returns
-        the one with the smallest value.
+        the one with the smallest value. Cached per (N, device): callers must not modify it.
     """
     threads = kernel_num_threads(num_points)
     num_bits = threads.bit_length() - 1
