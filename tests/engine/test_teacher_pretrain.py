@@ -14,6 +14,7 @@ from cleanpose.engine.teacher_pretrain import (
     ShapePairDataset,
     add_teacher_parser,
     info_nce_loss,
+    TeacherPretrainSettings,
     pretrain_teacher,
     reset_parameters,
     save_teacher_checkpoint,
@@ -109,8 +110,9 @@ def test_loss_falls_and_accuracy_beats_chance():
     # 40 steps of 8 samples, lr 3e-3. Seeds 0-9: the loss fell by 0.23-0.69 (mean of the first vs the last
     # 10 steps; seed 9 -0.07, batch-to-batch noise), train accuracy 0.28-0.66 (chance 1/6).
     # Seed 0: fall 0.425, accuracy 0.375.
-    result = train_teacher(teacher_kwargs={**TINY_BERT, "drop_path_rate": 0.0}, points=256, steps=40, batch_size=8,
-                           lr=3e-3, seed=0, instances_per_category=8, device="cpu", progress=False)
+    settings = TeacherPretrainSettings(teacher_kwargs={**TINY_BERT, "drop_path_rate": 0.0}, points=256, steps=40,
+                                       batch_size=8, lr=3e-3, seed=0, instances_per_category=8)
+    result = train_teacher(settings, device="cpu", progress=False)
     losses = np.array(result.losses)
     assert len(losses) == 40 and np.all(np.isfinite(losses))
     assert losses[:10].mean() - losses[-10:].mean() > 0.2
@@ -123,8 +125,9 @@ def test_loss_falls_and_accuracy_beats_chance():
 @pytest.mark.parametrize("name", ["pointbert", "pointnet2_ssg"])
 def test_saved_file_loads_strictly_and_gives_the_same_features(tmp_path, name):
     cls, sizes = TINY[name]
-    result = train_teacher(teacher=name, teacher_kwargs=sizes, points=64, steps=3, batch_size=4, lr=1e-3, seed=2,
-                           device="cpu", progress=False)
+    settings = TeacherPretrainSettings(teacher=name, teacher_kwargs=sizes, points=64, steps=3, batch_size=4, lr=1e-3,
+                                       seed=2)
+    result = train_teacher(settings, device="cpu", progress=False)
     path = save_teacher_checkpoint(tmp_path / "teacher.pt", result.teacher, train_accuracy=result.train_accuracy,
                                    args={"teacher": name})
     with torch.serialization.safe_globals([argparse.Namespace]):
@@ -141,11 +144,15 @@ def test_saved_file_loads_strictly_and_gives_the_same_features(tmp_path, name):
 
 
 def test_same_seed_same_file_whatever_the_workers(tmp_path):
-    common = dict(teacher_kwargs=TINY_BERT, points=64, steps=3, batch_size=4, lr=1e-3, device="cpu", progress=False)
-    first = pretrain_teacher(tmp_path / "a" / "first.pt", seed=11, **common)
+    common = dict(teacher_kwargs=TINY_BERT, points=64, steps=3, batch_size=4, lr=1e-3)
+
+    def pretrain(path, **settings):
+        return pretrain_teacher(path, TeacherPretrainSettings(**common, **settings), device="cpu", progress=False)
+
+    first = pretrain(tmp_path / "a" / "first.pt", seed=11)
     torch.randn(1000)
-    second = pretrain_teacher(tmp_path / "second.pt", seed=11, workers=2, **common)
-    other = pretrain_teacher(tmp_path / "other.pt", seed=12, **common)
+    second = pretrain(tmp_path / "second.pt", seed=11, workers=2)
+    other = pretrain(tmp_path / "other.pt", seed=12)
     with torch.serialization.safe_globals([argparse.Namespace]):
         first, second, other = (torch.load(path, weights_only=True) for path in (first, second, other))
     assert first["args"] == second["args"]
@@ -161,23 +168,27 @@ def test_same_seed_same_file_whatever_the_workers(tmp_path):
 
 def test_bad_arguments_fail_before_training(tmp_path):
     out = tmp_path / "teacher.pt"
-    common = dict(teacher_kwargs=TINY_BERT, points=64, batch_size=4, device="cpu", progress=False)
+    common = dict(teacher_kwargs=TINY_BERT, points=64, batch_size=4)
+
+    def pretrain(path, **settings):
+        return pretrain_teacher(path, TeacherPretrainSettings(**settings), device="cpu", progress=False)
+
     with pytest.raises(UsageError, match=r"steps is 0; need at least 1 optimisation step"):
-        pretrain_teacher(out, steps=0, **common)
+        pretrain(out, steps=0, **common)
     with pytest.raises(UsageError, match=r"batch_size is 1; the contrastive term needs at least 2"):
-        pretrain_teacher(out, steps=1, **{**common, "batch_size": 1})
+        pretrain(out, steps=1, **{**common, "batch_size": 1})
     with pytest.raises(UsageError, match=r"teacher is 'pointmae'; valid teachers: pointbert, pointnet2_ssg"):
-        pretrain_teacher(out, steps=1, teacher="pointmae", **common)
+        pretrain(out, steps=1, teacher="pointmae", **common)
     with pytest.raises(UsageError, match=r"format is 'ycb'; valid formats: nocs, housecat6d"):
-        pretrain_teacher(out, steps=1, format="ycb", **common)
+        pretrain(out, steps=1, format="ycb", **common)
     with pytest.raises(UsageError, match=r"points is 8; the pointbert teacher samples 16 centres"):
-        pretrain_teacher(out, steps=1, **{**common, "points": 8})
+        pretrain(out, steps=1, **{**common, "points": 8})
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     with pytest.raises(UsageError, match=r"a_file/sub: folder is not writable"):
-        pretrain_teacher(blocker / "sub" / "teacher.pt", steps=1, **common)
+        pretrain(blocker / "sub" / "teacher.pt", steps=1, **common)
     with pytest.raises(UsageError, match=r"is a folder; --out names the checkpoint file to write"):
-        pretrain_teacher(tmp_path, steps=1, **common)
+        pretrain(tmp_path, steps=1, **common)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "PRETRAIN_FORMAT_VERSION",
     "ShapePairDataset",
     "TeacherPretrainResult",
+    "TeacherPretrainSettings",
     "add_teacher_parser",
     "info_nce_loss",
     "pretrain_teacher",
@@ -248,22 +249,55 @@ class TeacherPretrainResult:
     """Mean of ``accuracies`` over the last 10 % of the steps (at least one)."""
 
 
-def _check_arguments(teacher: str, format: str, steps: int, batch_size: int, lr: float,
-                     instances_per_category: int | None, workers: int) -> None:
-    if teacher not in TEACHERS:
-        raise UsageError(f"teacher is {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
-    if format not in FORMATS:
-        raise UsageError(f"format is {format!r}; valid formats: {', '.join(FORMATS)}")
-    if steps < 1:
-        raise UsageError(f"steps is {steps}; need at least 1 optimisation step")
-    if batch_size < 2:
-        raise UsageError(f"batch_size is {batch_size}; the contrastive term needs at least 2 samples per batch")
-    if not lr > 0:
-        raise UsageError(f"lr is {lr}; expected a positive learning rate")
-    if instances_per_category is not None and instances_per_category < 1:
-        raise UsageError(f"instances_per_category is {instances_per_category}; expected None (fresh) or >= 1")
-    if workers < 0:
-        raise UsageError(f"workers is {workers}; expected >= 0")
+@dataclasses.dataclass(frozen=True)
+class TeacherPretrainSettings:
+    """What to pretrain and how (the flags of ``cleanpose teacher pretrain``); checked when built.
+
+    Raises:
+        UsageError: a value is out of range (the teacher-specific point minimum is checked when the teacher
+            is built).
+    """
+
+    teacher: str = "pointbert"
+    """``pointbert`` or ``pointnet2_ssg``."""
+    format: str = "nocs"
+    """``nocs`` (6 categories) or ``housecat6d`` (10 categories): the category set."""
+    instances_per_category: int | None = None
+    """None for fresh shape parameters per sample, else the size of a fixed pool."""
+    points: int = 1024
+    """N, points per view."""
+    steps: int = 2000
+    """Optimisation steps."""
+    batch_size: int = 32
+    """B samples (2B clouds) per step."""
+    lr: float = 5e-4
+    """Peak AdamW learning rate."""
+    seed: int = 0
+    """Keys the initial weights, DropPath and every data draw."""
+    workers: int = 0
+    """DataLoader worker processes building the meshes (0: in this process); the result does not depend on it."""
+    teacher_kwargs: Mapping | None = None
+    """Constructor sizes of the teacher (tests); None keeps the reference sizes."""
+
+    def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise UsageError(f"teacher is {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+        if self.format not in FORMATS:
+            raise UsageError(f"format is {self.format!r}; valid formats: {', '.join(FORMATS)}")
+        if self.steps < 1:
+            raise UsageError(f"steps is {self.steps}; need at least 1 optimisation step")
+        if self.batch_size < 2:
+            raise UsageError(
+                f"batch_size is {self.batch_size}; the contrastive term needs at least 2 samples per batch"
+            )
+        if not self.lr > 0:
+            raise UsageError(f"lr is {self.lr}; expected a positive learning rate")
+        if self.instances_per_category is not None and self.instances_per_category < 1:
+            raise UsageError(
+                f"instances_per_category is {self.instances_per_category}; expected None (fresh) or >= 1"
+            )
+        if self.workers < 0:
+            raise UsageError(f"workers is {self.workers}; expected >= 0")
 
 
 def _build_teacher(name: str, kwargs: Mapping, num_points: int) -> PointBERTTeacher | PointNet2SSGTeacher:
@@ -314,49 +348,28 @@ def _batch_losses(
 
 
 def train_teacher(
-    *,
-    teacher: str = "pointbert",
-    format: str = "nocs",
-    instances_per_category: int | None = None,
-    points: int = 1024,
-    steps: int = 2000,
-    batch_size: int = 32,
-    lr: float = 5e-4,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    workers: int = 0,
-    teacher_kwargs: Mapping | None = None,
-    progress: bool = True,
+    settings: TeacherPretrainSettings, *, device: str | torch.device = "cpu", progress: bool = True
 ) -> TeacherPretrainResult:
     """Pretrain a teacher on the synthetic shape library (module docstring); no file is written.
 
     Args:
-        teacher: ``pointbert`` or ``pointnet2_ssg``.
-        format: ``nocs`` (6 categories) or ``housecat6d`` (10 categories): the category set.
-        instances_per_category: None for fresh shape parameters per sample, else the size of a fixed pool.
-        points: N, points per view.
-        steps: optimisation steps.
-        batch_size: B samples (2B clouds) per step.
-        lr: peak AdamW learning rate.
-        seed: keys the initial weights, DropPath and every data draw.
+        settings: the teacher, data and optimisation settings.
         device: where the teacher trains (``cpu``, ``cuda``, a ``torch.device``).
-        workers: DataLoader worker processes building the meshes (0: in this process).
-        teacher_kwargs: constructor sizes of the teacher (tests); None keeps the reference sizes.
         progress: show a tqdm bar.
 
     Returns:
         :class:`TeacherPretrainResult`.
 
     Raises:
-        UsageError: an argument is out of range.
+        UsageError: ``points`` is below what the teacher samples, or ``teacher_kwargs`` do not fit it.
     """
     from tqdm import tqdm
 
-    _check_arguments(teacher, format, steps, batch_size, lr, instances_per_category, workers)
+    steps, batch_size, seed = settings.steps, settings.batch_size, settings.seed
     device = torch.device(device)
-    categories = _categories(format)
+    categories = _categories(settings.format)
     generator = torch.Generator().manual_seed(seed)
-    model = _build_teacher(teacher, teacher_kwargs or {}, points)
+    model = _build_teacher(settings.teacher, settings.teacher_kwargs or {}, settings.points)
     head = nn.Linear(model.out_dim, len(categories))
     reset_parameters(model, generator)
     reset_parameters(head, generator)
@@ -365,13 +378,14 @@ def train_teacher(
     parameters = list(model.parameters()) + list(head.parameters())
     for parameter in parameters:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate_factor(step, steps))
-    dataset = ShapePairDataset(categories, steps * batch_size, points, seed, instances_per_category)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    dataset = ShapePairDataset(categories, steps * batch_size, settings.points, seed, settings.instances_per_category)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=settings.workers,
                         generator=torch.Generator().manual_seed(seed))  # keeps the loader off the global RNG
     logger.info("pretraining %s (%d parameters) on %d %s categories: %d steps of %d samples x 2 views of %d points",
-                teacher, sum(p.numel() for p in model.parameters()), len(categories), format, steps, batch_size, points)
+                settings.teacher, sum(p.numel() for p in model.parameters()), len(categories), settings.format, steps,
+                batch_size, settings.points)
     losses, accuracies = [], []
     start = time.perf_counter()
     bar = tqdm(loader, total=steps, desc="teacher pretrain", unit="step", disable=not progress)
@@ -446,48 +460,33 @@ def _check_output(out_path: Path) -> None:
 
 
 def pretrain_teacher(
-    out_path: str | Path,
-    *,
-    teacher: str = "pointbert",
-    format: str = "nocs",
-    instances_per_category: int | None = None,
-    points: int = 1024,
-    steps: int = 2000,
-    batch_size: int = 32,
-    lr: float = 5e-4,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    workers: int = 0,
-    teacher_kwargs: Mapping | None = None,
+    out_path: str | Path, settings: TeacherPretrainSettings, *, device: str | torch.device = "auto",
     progress: bool = True,
 ) -> Path:
     """Pretrain a teacher (:func:`train_teacher`) and save it for ``distillation.teacher_checkpoint``.
 
     Arguments as :func:`train_teacher`; ``device`` also takes ``auto`` (CUDA when available). The output
-    folder is created and checked before training starts.
+    folder is created and checked before training starts. The file's ``args`` hold every setting but
+    ``workers`` (which does not change the result), plus the categories, weight decay and temperature.
 
     Returns:
         ``out_path`` as a Path.
 
     Raises:
-        UsageError: an argument is out of range, or the output folder cannot be written.
+        UsageError: ``points`` does not fit the teacher, or the output folder cannot be written.
         ConfigError: ``device='cuda'`` without a CUDA device.
     """
     from cleanpose.engine.train import resolve_device
 
     out_path = Path(out_path)
-    _check_arguments(teacher, format, steps, batch_size, lr, instances_per_category, workers)
     _check_output(out_path)
     resolved = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    result = train_teacher(teacher=teacher, format=format, instances_per_category=instances_per_category,
-                           points=points, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=resolved,
-                           workers=workers, teacher_kwargs=teacher_kwargs, progress=progress)
-    args = dict(source="cleanpose teacher pretrain", teacher=teacher, teacher_kwargs=dict(teacher_kwargs or {}),
-                format=format, categories=_categories(format), instances_per_category=instances_per_category,
-                points=points, steps=steps, batch_size=batch_size, lr=lr, weight_decay=WEIGHT_DECAY,
-                temperature=TEMPERATURE, seed=seed)
+    result = train_teacher(settings, device=resolved, progress=progress)
+    args = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings) if field.name != "workers"}
+    args.update(source="cleanpose teacher pretrain", teacher_kwargs=dict(settings.teacher_kwargs or {}),
+                categories=_categories(settings.format), weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE)
     save_teacher_checkpoint(out_path, result.teacher, train_accuracy=result.train_accuracy, args=args)
-    logger.info("wrote the pretrained %s teacher to %s", teacher, out_path)
+    logger.info("wrote the pretrained %s teacher to %s", settings.teacher, out_path)
     return out_path
 
 
@@ -497,10 +496,12 @@ def pretrain_teacher(
 
 
 def _run_teacher_pretrain(args: argparse.Namespace) -> int:
-    pretrain_teacher(args.out, teacher=args.teacher, format=args.format,
-                     instances_per_category=args.instances_per_category, points=args.points, steps=args.steps,
-                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                     workers=args.workers, progress=not args.quiet)
+    settings = TeacherPretrainSettings(
+        teacher=args.teacher, format=args.format, instances_per_category=args.instances_per_category,
+        points=args.points, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        workers=args.workers,
+    )
+    pretrain_teacher(args.out, settings, device=args.device, progress=not args.quiet)
     return 0
 
 
