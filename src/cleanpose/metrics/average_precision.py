@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["descending_score_order", "voc_average_precision"]
+from cleanpose.metrics.argsort import TieOrder, descending_order
+
+__all__ = ["voc_average_precision"]
 
 
-def descending_score_order(scores: np.ndarray) -> np.ndarray:
-    """Indices that sort ``scores`` descending; among equal scores the later element comes first.
-
-    This is the reverse of a stable ascending sort, the reference's order wherever NumPy's default
-    sort is stable (metrics.md §6.3).
-
-    Args:
-        scores: (N,) float.
-    Returns:
-        (N,) int64 permutation.
-    """
-    return np.argsort(scores, kind="stable")[::-1]
-
-
-def voc_average_precision(matched: np.ndarray, scores: np.ndarray, num_gt: int) -> np.ndarray:
+def voc_average_precision(
+    matched: np.ndarray, scores: np.ndarray, num_gt: int, tie_order: TieOrder = "reference"
+) -> np.ndarray:
     """AP of pooled predictions, one value per row of ``matched`` (one row per threshold).
 
-    Predictions are ordered by ``descending_score_order``; ``prec_k = tp_k / k`` (float64) and
-    ``rec_k = float32(tp_k) / num_gt`` computed **in float32** as the reference does (it moves APs by up
+    Predictions are ordered by score descending (equal scores: ``tie_order``); ``prec_k = tp_k / k``
+    (float64) and ``rec_k = float32(tp_k) / num_gt`` computed **in float32** as the reference does (it moves APs by up
     to ~1e-7). After padding ``rec = [0, rec, 1]``, ``prec = [0, prec, 0]`` and the monotone envelope,
     ``AP = Σ (rec_i − rec_{i−1}) · prec_i`` over the steps where the recall changes.
 
@@ -34,12 +24,13 @@ def voc_average_precision(matched: np.ndarray, scores: np.ndarray, num_gt: int) 
         scores: (N,) float detection scores.
         num_gt: number of gts the recall is relative to. With ``num_gt = 0`` and N > 0 the AP is NaN
             (0/0 recall, as in the reference); with N = 0 it is 0.
+        tie_order: ``"reference"`` (NumPy's generic sort, as the official code) or ``"stable"``.
     Returns:
         (T,) float64 AP as a fraction in [0, 1], or NaN.
     """
     matched = np.asarray(matched, dtype=bool)
     num_thresholds, num_preds = matched.shape
-    true_positives = np.cumsum(matched[:, descending_score_order(np.asarray(scores))], axis=1)
+    true_positives = np.cumsum(matched[:, descending_order(np.asarray(scores), tie_order)], axis=1)
     precision = true_positives / np.arange(1, num_preds + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = true_positives.astype(np.float32) / np.float32(num_gt)

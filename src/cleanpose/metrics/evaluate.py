@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cleanpose.metrics.argsort import SMALL_QUICKSORT, TIE_ORDERS, TieOrder, descending_order
 from cleanpose.metrics.average_precision import voc_average_precision
 from cleanpose.metrics.datasets import DatasetSpec, get_dataset
 from cleanpose.metrics.iou import axis_aligned_iou, nocs_iou
@@ -84,6 +85,8 @@ class Metrics:
     """Gt instances over all images."""
     num_predictions: int
     """Predictions over all images."""
+    tie_order: str = "reference"
+    """How equal values were ordered (``cleanpose.metrics.argsort.TIE_ORDERS``)."""
 
     def iou_ap_at(self, threshold: float, *, axis_aligned: bool = False) -> np.ndarray:
         """(K,) AP × 100 at one IoU threshold of ``iou_thresholds``."""
@@ -129,7 +132,11 @@ def _index_of(values: np.ndarray, value: float, what: str) -> int:
 
 
 def evaluate_results(
-    results: Sequence[dict], dataset: str = "nocs", *, origins: Sequence[str] | None = None
+    results: Sequence[dict],
+    dataset: str = "nocs",
+    *,
+    origins: Sequence[str] | None = None,
+    tie_order: TieOrder = "reference",
 ) -> Metrics:
     """Score a result set with the official metrics of ``dataset`` (metrics.md).
 
@@ -137,19 +144,26 @@ def evaluate_results(
         results: one result dict per image (keys in ``cleanpose.metrics.results_io``), in image order.
         dataset: ``"nocs"`` (CAMERA25 / REAL275) or ``"housecat6d"``.
         origins: per dict, a name used in error messages (``load_results`` gives them).
+        tie_order: how equal scores, IoUs and pose errors are ordered (metrics.md §6.3): ``"reference"``
+            as the official code's ``np.argsort`` (NumPy's generic introsort, the same on every machine),
+            or ``"stable"`` (descending: among equal values the later one first).
     Returns:
         ``Metrics`` with APs at every threshold of ``IOU_THRESHOLDS`` and ``POSE_THRESHOLDS``.
     Raises:
         DataFormatError: a dict breaks the input contract (the message names dict, key, instance).
     """
     spec = get_dataset(dataset)
-    return evaluate_arrays(collect_results(results, spec, origins), spec)
+    return evaluate_arrays(collect_results(results, spec, origins), spec, tie_order=tie_order)
 
 
-def evaluate_arrays(arrays: ResultArrays, dataset: str | DatasetSpec) -> Metrics:
+def evaluate_arrays(
+    arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order: TieOrder = "reference"
+) -> Metrics:
     """``evaluate_results`` on an already checked, flattened result set."""
+    if tie_order not in TIE_ORDERS:
+        raise ValueError(f"tie_order must be one of {TIE_ORDERS}; got {tie_order!r}")
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
-    layout = _GroupLayout(arrays, spec.num_classes)
+    layout = _GroupLayout(arrays, spec.num_classes, tie_order)
     pairs = _pair_errors(arrays, layout, spec)
     gate = _index_of(IOU_THRESHOLDS, POSE_GATE_IOU, "IoU threshold")
 
@@ -160,10 +174,12 @@ def evaluate_arrays(arrays: ResultArrays, dataset: str | DatasetSpec) -> Metrics
     pose_gt_kept = np.zeros(layout.num_gts, dtype=bool)
     for bucket in layout.buckets():
         dense = bucket.densify(pairs)
-        pred_matched, gt_matched = match_by_iou(dense["iou"], bucket.pred_valid, bucket.gt_valid, IOU_THRESHOLDS)
-        aa_matched, _ = match_by_iou(dense["aa_iou"], bucket.pred_valid, bucket.gt_valid, IOU_THRESHOLDS)
+        valid = bucket.pred_valid, bucket.gt_valid
+        pred_matched, gt_matched = match_by_iou(dense["iou"], *valid, IOU_THRESHOLDS, tie_order)
+        aa_matched, _ = match_by_iou(dense["aa_iou"], *valid, IOU_THRESHOLDS, tie_order)
         pred_kept, gt_kept = pred_matched[:, gate], gt_matched[:, gate]
-        pose_matched, _ = match_by_pose(dense["rotation"], dense["translation"], pred_kept, gt_kept, POSE_THRESHOLDS)
+        pose_matched, _ = match_by_pose(dense["rotation"], dense["translation"], pred_kept, gt_kept, POSE_THRESHOLDS,
+                                        tie_order)
         iou_pred[:, bucket.preds] = pred_matched[bucket.pred_local, :, bucket.pred_slot].T
         iou_gt[:, bucket.gts] = gt_matched[bucket.gt_local, :, bucket.gt_slot].T
         aa_pred[:, bucket.preds] = aa_matched[bucket.pred_local, :, bucket.pred_slot].T
@@ -181,11 +197,11 @@ def evaluate_arrays(arrays: ResultArrays, dataset: str | DatasetSpec) -> Metrics
     for class_id in range(1, num_classes + 1):
         rows = slice(class_bounds[class_id - 1], class_bounds[class_id])
         scores = layout.pred_score[rows]
-        iou_ap[class_id - 1] = voc_average_precision(iou_pred[:, rows], scores, gt_per_class[class_id])
-        aa_ap[class_id - 1] = voc_average_precision(aa_pred[:, rows], scores, gt_per_class[class_id])
+        iou_ap[class_id - 1] = voc_average_precision(iou_pred[:, rows], scores, gt_per_class[class_id], tie_order)
+        aa_ap[class_id - 1] = voc_average_precision(aa_pred[:, rows], scores, gt_per_class[class_id], tie_order)
         kept = pose_pred_kept[rows]
         pose_ap[class_id - 1] = voc_average_precision(
-            pose_pred[:, rows][:, kept], scores[kept], kept_gt_per_class[class_id]
+            pose_pred[:, rows][:, kept], scores[kept], kept_gt_per_class[class_id], tie_order
         )
     return Metrics(
         dataset=spec.name,
@@ -198,6 +214,7 @@ def evaluate_arrays(arrays: ResultArrays, dataset: str | DatasetSpec) -> Metrics
         num_images=len(arrays.origins),
         num_gts=layout.num_gts,
         num_predictions=layout.num_preds,
+        tie_order=tie_order,
     )
 
 
@@ -208,15 +225,17 @@ class _GroupLayout:
     order of the reference (image order, then per-image score order).
     """
 
-    def __init__(self, arrays: ResultArrays, num_classes: int):
+    def __init__(self, arrays: ResultArrays, num_classes: int, tie_order: TieOrder):
         num_images = max(len(arrays.origins), 1)
         gt_key = (arrays.gt_class - 1) * num_images + arrays.gt_image
         pred_key = (arrays.pred_class - 1) * num_images + arrays.pred_image
         keys = np.unique(np.concatenate([gt_key, pred_key]))
         gt_group = np.searchsorted(keys, gt_key)
         pred_group = np.searchsorted(keys, pred_key)
-        # score descending; equal scores: the later stored prediction first (metrics.md §6.3)
+        # score descending; equal scores: the later stored prediction first (metrics.md §6.3) ...
         pred_order = np.lexsort((-arrays.pred_instance, -arrays.pred_score, pred_group))
+        if tie_order == "reference":  # ... which is the reference's order in groups of up to 16
+            _reorder_large_groups(pred_order, pred_group, arrays.pred_score)
         gt_order = np.lexsort((arrays.gt_instance, gt_group))
         self.num_groups = len(keys)
         self.num_preds, self.num_gts = len(pred_order), len(gt_order)
@@ -245,6 +264,22 @@ class _GroupLayout:
         for bucket, (num_pred_slots, num_gt_slots) in enumerate(unique_sizes):
             groups = active[bucket_of_group.reshape(-1) == bucket]
             yield _Bucket(self, groups, int(num_pred_slots), int(num_gt_slots))
+
+
+def _reorder_large_groups(pred_order: np.ndarray, pred_group: np.ndarray, scores: np.ndarray) -> None:
+    """In place: the predictions of each group of more than 16 in the reference's score order.
+
+    Args:
+        pred_order: (m,) prediction rows sorted by group id, then processing order; rewritten per large group.
+        pred_group: (m,) group id of each prediction row (the rows of a group are in stored order).
+        scores: (m,) score of each prediction row.
+    """
+    sizes = np.bincount(pred_group)
+    starts = np.cumsum(sizes) - sizes
+    for group in np.flatnonzero(sizes > SMALL_QUICKSORT + 1):
+        segment = slice(starts[group], starts[group] + sizes[group])
+        rows = np.sort(pred_order[segment])  # stored order
+        pred_order[segment] = rows[descending_order(scores[rows], "reference")]
 
 
 def _next_power_of_two(counts: np.ndarray) -> np.ndarray:

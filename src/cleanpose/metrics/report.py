@@ -32,6 +32,7 @@ def metrics_to_json(metrics: Metrics) -> dict:
     keys = [*HEADLINE_IOU_KEYS, *HEADLINE_POSE_KEYS]
     return {
         "dataset": metrics.dataset,
+        "tie_order": metrics.tie_order,
         "classes": {
             name: {key: _number(headline["classes"][key][row]) for key in keys}
             for row, name in enumerate(metrics.class_names)
