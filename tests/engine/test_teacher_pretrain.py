@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from cleanpose.cli import build_parser
 from cleanpose.data.synth.scene import DIAGONAL_RANGES
 from cleanpose.data.synth.shapes import HELD_OUT_BAND, NOCS_CATEGORIES
 from cleanpose.engine.teacher_pretrain import (
+    FORMATS,
+    TEACHERS,
     PRETRAIN_FORMAT_VERSION,
     ShapePairDataset,
-    add_teacher_parser,
     info_nce_loss,
     TeacherPretrainSettings,
     pretrain_teacher,
@@ -193,9 +195,10 @@ def test_bad_arguments_fail_before_training(tmp_path):
 
 
 def test_cli_parser():
-    parser = argparse.ArgumentParser()
-    add_teacher_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["teacher", "pretrain", "--out", "t.pt", "--steps", "0", "--format", "housecat6d"])
+    for teacher in TEACHERS:  # the command line lists the choices without importing this module
+        for format in FORMATS:
+            build_parser().parse_args(["teacher", "pretrain", "--out", "t.pt", "--teacher", teacher, "--format", format])
+    args = build_parser().parse_args(["teacher", "pretrain", "--out", "t.pt", "--steps", "0", "--format", "housecat6d"])
     assert (args.teacher, args.format, args.steps, args.batch_size, args.device, args.instances_per_category) == (
         "pointbert", "housecat6d", 0, 32, "auto", None
     )

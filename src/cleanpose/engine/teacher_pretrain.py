@@ -33,9 +33,8 @@ Randomness: initial weights, DropPath, Dropout and PointNet2-SSG's FPS start poi
 ``torch.Generator`` seeded with ``seed``; data draws are keyed by (seed, sample index), so the number of
 loader workers does not change the result.
 
-Imports. The command line builds every subcommand's parser, so this module imports only torch and numpy
-at the top; the shape library (trimesh), the augmentation, the teachers and the training engine are
-imported by the functions that use them.
+Imports: torch and numpy at the top; the shape library (trimesh), the augmentation, the teachers and
+the training engine are imported by the functions that use them. The command line is in ``cleanpose.cli``.
 """
 
 from __future__ import annotations
@@ -70,7 +69,6 @@ __all__ = [
     "ShapePairDataset",
     "TeacherPretrainResult",
     "TeacherPretrainSettings",
-    "add_teacher_parser",
     "info_nce_loss",
     "pretrain_teacher",
     "reset_parameters",
@@ -489,45 +487,3 @@ def pretrain_teacher(
     logger.info("wrote the pretrained %s teacher to %s", settings.teacher, out_path)
     return out_path
 
-
-# ---------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------
-
-
-def _run_teacher_pretrain(args: argparse.Namespace) -> int:
-    settings = TeacherPretrainSettings(
-        teacher=args.teacher, format=args.format, instances_per_category=args.instances_per_category,
-        points=args.points, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        workers=args.workers,
-    )
-    pretrain_teacher(args.out, settings, device=args.device, progress=not args.quiet)
-    return 0
-
-
-def add_teacher_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``teacher pretrain`` (handler ``(args) -> int``)."""
-    teacher = subparsers.add_parser("teacher", help="offline substitutes for the ULIP teacher weights")
-    teacher_commands = teacher.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND", required=True)
-    parser = teacher_commands.add_parser(
-        "pretrain",
-        help="pretrain a teacher on the synthetic shape library and save it in the ULIP checkpoint layout",
-        description=(
-            "Train the PointBERT (or PointNet2-SSG) teacher at reference size on clouds of synthetic shape "
-            "instances (category classification + InfoNCE between two augmented views) and write OUT in the "
-            "official ULIP checkpoint layout, for distillation.teacher_checkpoint or run.queue_teacher_checkpoint."
-        ),
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT.pt", help="checkpoint file to write")
-    parser.add_argument("--teacher", choices=TEACHERS, default="pointbert", help="default pointbert")
-    parser.add_argument("--format", choices=FORMATS, default="nocs", help="category set (default nocs)")
-    parser.add_argument("--instances-per-category", type=int, default=None, metavar="N",
-                        help="fixed pool of N instances per category (default: fresh instance per sample)")
-    parser.add_argument("--points", type=int, default=1024, help="points per cloud (default 1024)")
-    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
-    parser.add_argument("--batch-size", type=int, default=32, help="samples per step, 2 views each (default 32)")
-    parser.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (default 5e-4)")
-    parser.add_argument("--seed", type=int, default=0, help="equal seeds give identical files (default 0)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
-    parser.set_defaults(handler=_run_teacher_pretrain)
