@@ -21,6 +21,9 @@ def test_quick_demo_chain(tmp_path):
     written = json.loads((out / "test" / "metrics.json").read_text())
     assert written == json.loads(json.dumps(metrics_to_json(evaluate_results(results, "nocs"))))
     assert written == json.loads(json.dumps(metrics_to_json(metrics)))
+    # every category is in the test split, so no class AP and no official mean is undefined
+    assert all(value is not None for value in written["mean"].values())
+    assert all(value is not None for row in written["classes"].values() for value in row.values())
     assert (out / "train" / "loss_curve.png").exists() and any((out / "pictures").glob("*.png"))
 
     (tmp_path / "other").mkdir()

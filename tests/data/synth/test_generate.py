@@ -125,6 +125,16 @@ def test_camera_depth_encoding_and_composed(nocs_root):
     assert (composed[background] > 0).mean() > 0.5
 
 
+@pytest.mark.parametrize("format, split, scenes", [("nocs", "real_test", 3), ("housecat6d", "test", 5)])
+def test_splits_with_enough_objects_hold_every_category(format, split, scenes):
+    # default objects_range (2, 6): ceil(K / 2) scenes hold every one of the K categories
+    seen = set()
+    for scene_index in range(scenes):
+        scene = next(scene_frames(format, split, scene_index, 1, SEED, (32, 24), NOISE_OFF, 1))[0]
+        seen |= {placed.instance.class_id for placed in scene.objects} - {0}  # 0: distractors
+    assert seen == set(range(1, 2 * scenes + 1))
+
+
 def test_lists_and_test_split_pickles(nocs_root):
     assert (nocs_root / "camera/train_list_all.txt").read_text() == (
         "train/00000/0000\ntrain/00000/0001\ntrain/00001/0000\ntrain/00001/0001\n")

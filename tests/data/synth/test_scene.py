@@ -105,3 +105,20 @@ def test_render_frame_pose_and_nocs_consistency():
 def test_room_constants_enclose_table():
     assert scene_module.ROOM_LOWER[1] < -scene_module.TABLE_THICKNESS
     assert (scene_module.ROOM_UPPER[[0, 2]] > 1.0).all()
+
+
+@pytest.mark.parametrize("dataset, split, objects_range", [("nocs", "real_test", (2, 6)), ("housecat6d", "test", (2, 6)),
+                                                          ("nocs", "camera_train", (4, 5))])
+def test_consecutive_scenes_cover_every_category(dataset, split, objects_range):
+    library = build_library(dataset, split, 0, 1)
+    categories = [instance.category for instance in library]
+    low = objects_range[0]
+    seen = []
+    for scene_index in range(-(-len(categories) // low)):  # ceil(K / min objects) scenes
+        scene = sample_scene(library, np.random.default_rng([7, scene_index]), 1, K, SIZE, objects_range,
+                             category_offset=scene_index * low)
+        names = [placed.instance.category for placed in scene.objects]
+        # the first `low` objects are the next categories in library order, the rest are drawn
+        assert names[:low] == [categories[(scene_index * low + k) % len(categories)] for k in range(low)]
+        seen += names
+    assert set(seen) == set(categories)

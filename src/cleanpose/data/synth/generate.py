@@ -141,7 +141,7 @@ def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: i
     code = SPLIT_CODES[split]
     distractors = build_distractors(split, seed) if format == "nocs" else ()
     scene = sample_scene(library, np.random.default_rng([seed, code, scene_index, 0]), frames, intrinsics, image_size,
-                         objects_range, distractors)
+                         objects_range, distractors, category_offset=scene_index * objects_range[0])
     for frame in range(frames):
         arrays = render_frame(scene, frame, intrinsics, image_size, noise,
                               np.random.default_rng([seed, code, scene_index, 1, frame]))

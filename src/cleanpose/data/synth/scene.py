@@ -239,11 +239,14 @@ def sample_scene(
     objects_range: tuple[int, int] = (2, 6),
     distractors: tuple[Instance, ...] = (),
     distractor_probability: float = 0.4,
+    category_offset: int = 0,
 ) -> SceneSpec:
     """Draw a table-top scene and its camera views.
 
     Args:
-        library: instances to draw from (category first, uniformly, then an instance).
+        library: instances to draw from (category first, then an instance). The first
+            ``objects_range[0]`` objects take the categories ``category_offset``, ``category_offset + 1``, …
+            (cyclically, in library order); the others draw their category uniformly.
         generator: source of every draw.
         num_frames: number of camera views.
         intrinsics: (3, 3) float, pixels; used to keep the objects in view.
@@ -251,6 +254,8 @@ def sample_scene(
         objects_range: inclusive range of the number of objects.
         distractors: class-0 instances; with `distractor_probability` one of them joins the scene.
         distractor_probability: probability of adding a distractor (when `distractors` is not empty).
+        category_offset: see `library`; scene i of a split passes ``i * objects_range[0]``, so that a split
+            of at least ``K / objects_range[0]`` scenes holds every one of the K categories.
 
     Returns:
         `SceneSpec` with 2–6 (by default) objects and `num_frames` cameras at 0.3–1.5 m from the target.
@@ -292,7 +297,10 @@ def sample_scene(
     attempts = 0
     while len(placed) < num_objects and attempts < 200:
         attempts += 1
-        category = categories[int(generator.integers(len(categories)))]
+        if len(placed) < objects_range[0]:
+            category = categories[(category_offset + len(placed)) % len(categories)]
+        else:
+            category = categories[int(generator.integers(len(categories)))]
         choices = [instance for instance in library if instance.category == category]
         try_place(choices[int(generator.integers(len(choices)))])
     if distractors and generator.random() < distractor_probability:
