@@ -85,15 +85,16 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
             "Score per-image result pickles with the official NOCS / HouseCat6D pose metrics (3D IoU APs, "
             "both the official NOCS IoU and the axis-aligned one, and n-degree m-cm APs); print the table and "
             "write metrics.json, metrics.csv, metrics.md and AP curve PNGs. WARNING: loading a pickle executes "
-            "code stored in it; only evaluate result files you trust."
+            "code stored in it; only evaluate result pickles you trust (.npz results archives run no code)."
         ),
     )
     parser.add_argument(
         "--results",
         required=True,
         metavar="PATH",
-        help="a folder of result pickles (NOCS: results*.pkl inside it, else every *.pkl below it; "
-        "HouseCat6D: every *.pkl below it) or one pickle holding a list of result dicts",
+        help="a results archive (.npz, as cleanpose test writes; read without pickle), a folder of result pickles "
+        "(NOCS: results*.pkl inside it, else every *.pkl below it; HouseCat6D: every *.pkl below it) or one pickle "
+        "holding a list of result dicts",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for metrics.json/.csv/.md and the curves")
     parser.add_argument("--dataset", choices=["nocs", "housecat6d"], default="nocs", help="class table (default: nocs)")
@@ -114,6 +115,61 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(format_markdown_table(metrics), end="")
     logger.info("wrote metrics.json, metrics.csv, metrics.md and curves to %s", args.out)
     return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from cleanpose.metrics import compare_runs, format_comparison_markdown, write_comparison
+
+    comparison = compare_runs(args.runs, bootstrap=args.bootstrap, seed=args.seed, progress=not args.quiet)
+    print(format_comparison_markdown(comparison), end="")
+    if args.out is not None:
+        write_comparison(comparison, args.out)
+        logger.info("wrote compare.md, compare.csv and compare.png to %s", args.out)
+    return 0
+
+
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="compare evaluated runs: seed groups (mean ± std) and bootstrap intervals",
+        description=(
+            "One table of the headline APs of several runs (test folders written by cleanpose test, or metrics.json "
+            "files). Runs whose config.yaml differs only in run.seed are grouped into mean ± std (n). --bootstrap N "
+            "resamples the test images N times (the same resamples for every run; needs each run's results.npz) and "
+            "gives 95%% intervals for each run and for its difference to the first run. Runs evaluated on different "
+            "image sets are refused."
+        ),
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="test folder or metrics.json; the first is the baseline")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="image resamples (default 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="also write compare.md, compare.csv, compare.png")
+    parser.set_defaults(handler=_run_compare)
+
+
+def _run_results_convert(args: argparse.Namespace) -> int:
+    from cleanpose.metrics import convert_results
+
+    count = convert_results(args.input, args.output, args.dataset)
+    print(f"converted {count} images to {args.output}")
+    return 0
+
+
+def _add_results(subparsers: argparse._SubParsersAction) -> None:
+    results = subparsers.add_parser("results", help="result files: convert pickles to .npz archives and back")
+    commands = results.add_subparsers(dest="results_command", metavar="RESULTS_COMMAND", required=True)
+    convert = commands.add_parser(
+        "convert", help="convert result pickles into a .npz results archive, or an archive into pickles",
+        description=(
+            "IN is a .npz results archive or result pickles (a folder or one file; WARNING: loading a pickle "
+            "executes code stored in it). OUT is a .npz file (from pickles), a .pkl file (one pickle holding "
+            "the list of result dicts) or a folder (one pickle per image, named as in the archive)."
+        ),
+    )
+    convert.add_argument("input", metavar="IN", help="archive or pickles to read")
+    convert.add_argument("output", metavar="OUT", help="archive, pickle file or folder to write")
+    convert.add_argument("--dataset", choices=("nocs", "housecat6d"), default="nocs",
+                         help="which pickles a folder holds (metrics.md §1.2; default nocs)")
+    convert.set_defaults(handler=_run_results_convert)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -293,6 +349,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_test(args: argparse.Namespace) -> int:
+    from cleanpose.config import save_config
     from cleanpose.engine.test import build_test_dataset, evaluate_and_report, predict_dataset
     from cleanpose.engine.train import resolve_device
     from cleanpose.metrics import format_markdown_table
@@ -305,14 +362,16 @@ def _run_test(args: argparse.Namespace) -> int:
                                  image_size=config.data.image_size, num_points=config.data.num_points,
                                  seed=config.run.seed, depth_cache_dir=config.data.depth_cache_dir)
     results = predict_dataset(model, dataset, f"{args.out}/results", device=device, seed=config.run.seed,
-                              quiet=args.quiet)
+                              quiet=args.quiet, archive=f"{args.out}/results.npz")
     metrics = evaluate_and_report(results, config.data.format, args.out)
+    save_config(config, f"{args.out}/config.yaml")  # cleanpose compare groups runs by it
     print(format_markdown_table(metrics), end="")
     return 0
 
 
 def _add_test(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("test", help="predict a test set, write result pickles, print the metrics")
+    parser = subparsers.add_parser(
+        "test", help="predict a test set, write result pickles and results.npz, print the metrics")
     _add_config_arguments(parser)
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="cleanpose checkpoint")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for results/ and the metrics")
@@ -331,7 +390,8 @@ def _run_visualize(args: argparse.Namespace) -> int:
 
 def _add_visualize(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("visualize", help="draw predicted and ground-truth boxes side by side")
-    parser.add_argument("--results", required=True, metavar="DIR", help="result pickles written by cleanpose test")
+    parser.add_argument("--results", required=True, metavar="PATH",
+                        help="results written by cleanpose test: DIR/results.npz (read without pickle) or DIR/results")
     parser.add_argument("--data", required=True, metavar="DIR", help="dataset root the results refer to")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG pictures")
     parser.add_argument("--dataset", choices=("nocs", "housecat6d"), default="nocs")
@@ -362,6 +422,6 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 # Subcommands in help order; each adds its parser and sets `handler`. Keep this list last.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo, _add_synth, _add_data, _add_teacher, _add_queue, _add_train, _add_test, _add_evaluate, _add_visualize,
-    _add_convert_checkpoint,
+    _add_demo, _add_synth, _add_data, _add_teacher, _add_queue, _add_train, _add_test, _add_evaluate, _add_compare,
+    _add_results, _add_visualize, _add_convert_checkpoint,
 ]

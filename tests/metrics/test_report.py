@@ -30,8 +30,10 @@ def test_json_document(tmp_path):
     assert "NaN" not in text
     document = json.loads(text)
     assert document == metrics_to_json(metrics)
-    assert list(document) == ["dataset", "tie_order", "classes", "mean", "iou_axis_aligned"]
+    assert list(document) == ["dataset", "tie_order", "counts", "classes", "mean", "iou_axis_aligned"]
     assert document["tie_order"] == "reference"
+    assert document["counts"] == {"images": metrics.num_images, "gts": metrics.num_gts,
+                                  "predictions": metrics.num_predictions}
     assert document["dataset"] == "nocs"
     assert document["classes"]["bottle"] == {"iou25": 50.0, "iou50": 50.0, "iou75": 50.0, "5deg2cm": 100.0,
                                              "5deg5cm": 100.0, "10deg2cm": 100.0, "10deg5cm": 100.0}

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTestDataset, NocsTestDataset
 from cleanpose.fileio import atomic_writer, ensure_writable_folder
-from cleanpose.metrics import Metrics, evaluate_results, write_report
+from cleanpose.metrics import Metrics, evaluate_results, save_results_npz, write_report
 from cleanpose.models.net import CleanPoseNet
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def pose_result(item: dict, outputs: dict[str, torch.Tensor] | None) -> dict:
 
 
 @torch.no_grad()
-def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int, quiet: bool = False) -> list[dict]:
+def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int, quiet: bool = False,
+                    archive: str | Path | None = None) -> list[dict]:
     """Run the model over every test image; write ``out_dir/<result_name>`` pickles; return the results.
 
     Args:
@@ -75,12 +76,14 @@ def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device
         device: where the model runs.
         seed: key of the per-image queue draws.
         quiet: no progress bar.
+        archive: also write all results to this ``.npz`` archive (``metrics.save_results_npz``, read without
+            pickle), each image named by its ``result_name``.
     """
     from tqdm import tqdm
 
     out_dir = ensure_writable_folder(out_dir)
     model.eval()
-    results = []
+    results, names = [], []
     loader = DataLoader(dataset, batch_size=None, num_workers=0)
     for item in tqdm(loader, desc="test", unit="image", disable=quiet):
         outputs = None
@@ -94,6 +97,9 @@ def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device
         with atomic_writer(target) as handle:
             pickle.dump(result, handle, protocol=pickle.HIGHEST_PROTOCOL)
         results.append(result)
+        names.append(str(item["result_name"]))
+    if archive is not None:
+        save_results_npz(results, archive, names)
     skipped = {reason: count for reason, count in dataset.skips.counts().items() if count}
     if skipped:
         logger.warning("test set skips: %s", skipped)

@@ -33,6 +33,7 @@ def metrics_to_json(metrics: Metrics) -> dict:
     return {
         "dataset": metrics.dataset,
         "tie_order": metrics.tie_order,
+        "counts": {"images": metrics.num_images, "gts": metrics.num_gts, "predictions": metrics.num_predictions},
         "classes": {
             name: {key: _number(headline["classes"][key][row]) for key in keys}
             for row, name in enumerate(metrics.class_names)

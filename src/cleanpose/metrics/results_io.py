@@ -257,14 +257,15 @@ class LoadedResults(NamedTuple):
 
 
 def load_results(path: str | Path, dataset: str, *, progress: bool = False) -> LoadedResults:
-    """Read a result set from a folder of pickles or from one pickle.
+    """Read a result set from a folder of pickles, from one pickle, or from a ``.npz`` results archive.
 
     Each pickle holds one result dict or a list of them (spliced in, in order). Loading a pickle
-    executes code stored in it: only load files you trust. The dicts are returned as read; they are
+    executes code stored in it: only load files you trust. A ``.npz`` archive (``results_npz``) is read
+    without pickle. The dicts are returned as read; they are
     checked by ``collect_results`` (``evaluate_results`` does that).
 
     Args:
-        path: a folder (see ``find_result_files``) or a pickle file.
+        path: a folder (see ``find_result_files``), a pickle file, or a ``.npz`` results archive.
         dataset: ``"nocs"`` or ``"housecat6d"``.
         progress: show a progress bar over the files.
     Returns:
@@ -274,6 +275,11 @@ def load_results(path: str | Path, dataset: str, *, progress: bool = False) -> L
             nor a list of dicts.
     """
     path = Path(path)
+    if path.is_file() and path.suffix == ".npz":
+        from cleanpose.metrics.results_npz import load_results_npz  # that module builds on this one
+
+        get_dataset(dataset)
+        return load_results_npz(path)
     if path.is_dir():
         files = find_result_files(path, dataset)
     elif path.is_file():
