@@ -102,4 +102,4 @@ def test_cli_evaluate(tmp_path, capsys):
 def test_help_warns_about_pickles(capsys):
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])
-    assert "only evaluate result files you trust" in " ".join(capsys.readouterr().out.split())
+    assert "only evaluate result pickles you trust" in " ".join(capsys.readouterr().out.split())
