@@ -13,13 +13,14 @@ Conventions, used everywhere in cleanpose:
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
-from scipy.spatial.transform import Rotation
 
 from cleanpose.errors import DataFormatError
+
+if TYPE_CHECKING:  # imported where used: the metrics and `cleanpose evaluate` need neither torch nor scipy
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def ortho6d_to_rotation(r6: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: if ``r6`` is not (B, 6).
     """
+    import torch
+
     if r6.ndim != 2 or r6.shape[1] != 6:
         raise ValueError(f"r6 must have shape (B, 6); got {tuple(r6.shape)}")
     y_axis = _normalize_rows(r6[:, 3:])
@@ -105,6 +108,8 @@ def euler_xyz_to_matrix(angles_rad: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: if the input is not (B, 3).
     """
+    import torch
+
     if angles_rad.ndim != 2 or angles_rad.shape[1] != 3:
         raise ValueError(f"angles_rad must have shape (B, 3); got {tuple(angles_rad.shape)}")
     cos, sin = angles_rad.cos(), angles_rad.sin()
@@ -131,6 +136,8 @@ def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
     Returns:
         (..., 3, 3) float64.
     """
+    from scipy.spatial.transform import Rotation
+
     axis_angle = np.asarray(axis_angle, dtype=np.float64)
     _check_last_dims("axis_angle", axis_angle, (3,))
     flat = Rotation.from_rotvec(axis_angle.reshape(-1, 3)).as_matrix()
@@ -145,6 +152,8 @@ def matrix_to_axis_angle(rotation: np.ndarray) -> np.ndarray:
     Returns:
         (..., 3) float64, radians.
     """
+    from scipy.spatial.transform import Rotation
+
     rotation = np.asarray(rotation, dtype=np.float64)
     _check_last_dims("rotation", rotation, (3, 3))
     flat = Rotation.from_matrix(rotation.reshape(-1, 3, 3)).as_rotvec()
