@@ -11,12 +11,16 @@ Run from the repository root:  python -m benchmarks.bench_evaluate [--repeats N]
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from cleanpose.metrics import evaluate_results, write_report
+from cleanpose.metrics import evaluate_results, save_results_npz, write_report
 from tests.metrics.result_builders import build_result_set
 
 
@@ -24,6 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
     parser.add_argument("--seed", type=int, default=275)
+    parser.add_argument("--tie-order", choices=("reference", "stable"), default="reference")
+    parser.add_argument("--cli", action="store_true",
+                        help="also time `cleanpose evaluate` on the set saved as results.npz (fresh process, wall)")
+    parser.add_argument("--save", default=None, metavar="FILE.npz", help="keep the result set as a results archive")
     args = parser.parse_args()
 
     results = build_result_set(np.random.default_rng(args.seed), 2754, "nocs", mean_objects=1.76, detection_rate=0.97,
@@ -37,7 +45,7 @@ def main() -> None:
     evaluate_times, report_times = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        metrics = evaluate_results(results, "nocs")
+        metrics = evaluate_results(results, "nocs", tie_order=args.tie_order)
         evaluate_times.append(time.perf_counter() - start)
         with tempfile.TemporaryDirectory() as out_dir:
             start = time.perf_counter()
@@ -47,11 +55,31 @@ def main() -> None:
     print(f"evaluate: best {min(evaluate_times):.3f} s, report: best {min(report_times):.3f} s, "
           f"evaluate + report: best {min(total):.3f} s, median {float(np.median(total)):.3f} s "
           f"over {args.repeats} runs (reference: 50.4 s; target <= 2.5 s)")
+    if args.save:
+        save_results_npz(results, args.save)
+    if args.cli:
+        _time_cli(results, args.repeats, args.tie_order)
     means = {key: float(np.mean(metrics.pose_ap_at(*value))) for key, value in
              {"5deg2cm": (5, 2), "10deg5cm": (10, 5)}.items()}
     print(f"mean iou50 {np.mean(metrics.iou_ap_at(0.5)):.1f}, aa iou50 "
           f"{np.mean(metrics.iou_ap_at(0.5, axis_aligned=True)):.1f}, 5deg2cm {means['5deg2cm']:.1f}, "
           f"10deg5cm {means['10deg5cm']:.1f}")
+
+
+def _time_cli(results: list[dict], repeats: int, tie_order: str) -> None:
+    source = Path(__file__).resolve().parents[1] / "src"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory() as folder:
+        archive = save_results_npz(results, Path(folder) / "results.npz")
+        walls = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "cleanpose", "--quiet", "evaluate", "--results", str(archive),
+                            "--out", str(Path(folder) / "eval"), "--tie-order", tie_order],
+                           check=True, env=environment, stdout=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - start)
+    print(f"cleanpose evaluate (CLI, results.npz, wall): best {min(walls):.3f} s, "
+          f"median {float(np.median(walls)):.3f} s")
 
 
 if __name__ == "__main__":

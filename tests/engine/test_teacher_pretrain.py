@@ -197,7 +197,8 @@ def test_bad_arguments_fail_before_training(tmp_path):
 def test_cli_parser():
     for teacher in TEACHERS:  # the command line lists the choices without importing this module
         for format in FORMATS:
-            build_parser().parse_args(["teacher", "pretrain", "--out", "t.pt", "--teacher", teacher, "--format", format])
+            arguments = ["teacher", "pretrain", "--out", "t.pt", "--teacher", teacher, "--format", format]
+            build_parser().parse_args(arguments)
     args = build_parser().parse_args(["teacher", "pretrain", "--out", "t.pt", "--steps", "0", "--format", "housecat6d"])
     assert (args.teacher, args.format, args.steps, args.batch_size, args.device, args.instances_per_category) == (
         "pointbert", "housecat6d", 0, 32, "auto", None

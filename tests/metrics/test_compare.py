@@ -61,7 +61,8 @@ def runs(tmp_path_factory):
 
 def test_seed_groups_are_mean_and_sample_std_of_the_runs(runs, tmp_path):
     comparison = compare_runs(runs)
-    assert [group.runs for group in comparison.groups] == [tuple(f.name for f in runs[:3]), tuple(f.name for f in runs[3:])]
+    assert [group.runs for group in comparison.groups] == [tuple(f.name for f in runs[:3]),
+                                                          tuple(f.name for f in runs[3:])]
     for group, members in zip(comparison.groups, (runs[:3], runs[3:])):
         values = np.stack([_values(folder) for folder in members])
         np.testing.assert_allclose(group.mean, values.mean(axis=0), rtol=0, atol=1e-12)

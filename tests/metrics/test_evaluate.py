@@ -91,7 +91,8 @@ def _ascending(values, tie_order):
     test_argsort)."""
     if tie_order == "reference":
         return introsort_argsort(np.array(values, dtype=np.float64)).tolist()
-    return sorted(range(len(values)), key=lambda k: (math.isnan(values[k]), 0.0 if math.isnan(values[k]) else values[k], k))
+    return sorted(range(len(values)),
+                  key=lambda k: (math.isnan(values[k]), 0.0 if math.isnan(values[k]) else values[k], k))
 
 
 def _score_order(scores, tie_order="stable"):
@@ -220,8 +221,8 @@ def test_matches_literal_brute_force(dataset, seed, spread, negate, tie_order):
         for result in results:
             result["gt_handle_visibility"] = np.ones(len(result["gt_class_ids"]))
     metrics = evaluate_results(results, dataset, tie_order=tie_order)
-    expected = brute_force_metrics(results, classes, symmetric, symmetric, aa_symmetric, handle, IOU_CHECKED, POSE_CHECKED,
-                                   tie_order)
+    expected = brute_force_metrics(results, classes, symmetric, symmetric, aa_symmetric, handle, IOU_CHECKED,
+                                   POSE_CHECKED, tie_order)
     for key, value in expected.items():
         if key[0] == "pose":
             ours = metrics.pose_ap_at(key[2], key[3])[key[1] - 1]

@@ -78,8 +78,8 @@ def run_demo(out_dir: str | Path, config_path: str | Path = "configs/demo-cpu.ya
         config.data.root, config.data.test_split, masks="segmentation", image_size=config.data.image_size,
         num_points=config.data.num_points, seed=config.run.seed,
     )
-    results = predict_dataset(model, dataset, out_dir / "test" / "results", device=device, seed=config.run.seed, quiet=quiet,
-                              archive=out_dir / "test" / "results.npz")
+    results = predict_dataset(model, dataset, out_dir / "test" / "results", device=device, seed=config.run.seed,
+                              quiet=quiet, archive=out_dir / "test" / "results.npz")
     metrics = evaluate_and_report(results, "nocs", out_dir / "test")
     logger.info("5/5 drawing pictures")
     visualize_results(out_dir / "test" / "results.npz", config.data.root, out_dir / "pictures", limit=6)

@@ -65,8 +65,8 @@ def pose_result(item: dict, outputs: dict[str, torch.Tensor] | None) -> dict:
 
 
 @torch.no_grad()
-def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int, quiet: bool = False,
-                    archive: str | Path | None = None) -> list[dict]:
+def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int,
+                    quiet: bool = False, archive: str | Path | None = None) -> list[dict]:
     """Run the model over every test image; write ``out_dir/<result_name>`` pickles; return the results.
 
     Args:

@@ -91,7 +91,8 @@ def _read_run(path: str | Path) -> _Run:
         document = json.loads(metrics_file.read_text())
         _values(document)
     except (ValueError, KeyError, TypeError) as error:
-        raise DataFormatError(f"{metrics_file}: not a cleanpose metrics.json ({type(error).__name__}: {error})") from None
+        raise DataFormatError(f"{metrics_file}: not a cleanpose metrics.json ({type(error).__name__}: {error})"
+                              ) from None
     folder = metrics_file.parent
     config = None
     if (folder / "config.yaml").is_file():
@@ -291,7 +292,8 @@ def _plot(comparison: Comparison, path: Path) -> None:
     axes.set_ylabel("AP (%)")
     axes.set_ylim(0, 100)
     axes.legend(fontsize="small")
-    axes.set_title("error bars: " + ("95 % bootstrap interval" if comparison.interval is not None else "± std over seeds"))
+    bars = "95 % bootstrap interval" if comparison.interval is not None else "± std over seeds"
+    axes.set_title(f"error bars: {bars}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -107,8 +107,9 @@ def test_room_constants_enclose_table():
     assert (scene_module.ROOM_UPPER[[0, 2]] > 1.0).all()
 
 
-@pytest.mark.parametrize("dataset, split, objects_range", [("nocs", "real_test", (2, 6)), ("housecat6d", "test", (2, 6)),
-                                                          ("nocs", "camera_train", (4, 5))])
+@pytest.mark.parametrize("dataset, split, objects_range",
+                         [("nocs", "real_test", (2, 6)), ("housecat6d", "test", (2, 6)),
+                          ("nocs", "camera_train", (4, 5))])
 def test_consecutive_scenes_cover_every_category(dataset, split, objects_range):
     library = build_library(dataset, split, 0, 1)
     categories = [instance.category for instance in library]
