@@ -150,7 +150,7 @@ def test_loss_log_and_tensorboard_and_curve(train_config_file, tmp_path):
 
 @pytest.mark.parametrize("rgb_backbone", ["dino", "resnet"])
 def test_bf16_autocast_step_tracks_the_fp32_step(train_config_file, tmp_path, rgb_backbone):
-    # Same seed and data: the first step's losses under bf16 autocast stay within 10 % (bf16 keeps 8 bits).
+    # Same seed and data: the first step's losses under bf16 autocast stay within 10 % or 0.0025 (bf16 keeps 8 bits).
     losses = {}
     for precision in ("fp32", "bf16"):
         model = {**TINY_MODEL, "rgb_backbone": rgb_backbone, "rgb": {**TINY_MODEL["rgb"], "psp_channels": 16}}
@@ -162,4 +162,4 @@ def test_bf16_autocast_step_tracks_the_fp32_step(train_config_file, tmp_path, rg
         losses[precision] = json.loads((tmp_path / precision / "losses.jsonl").read_text().splitlines()[0])
     for key, value in losses["fp32"].items():
         if key.startswith("loss/"):
-            assert losses["bf16"][key] == pytest.approx(value, rel=0.1, abs=2e-3), key
+            assert losses["bf16"][key] == pytest.approx(value, rel=0.1, abs=2.5e-3), key
