@@ -13,6 +13,9 @@ from cleanpose.errors import UsageError
 from cleanpose.metrics import (compare_runs, evaluate_results, metrics_to_json, save_results_npz, write_comparison,
                                write_report)
 from cleanpose.metrics.compare import COLUMNS, ground_truth_digest
+from cleanpose.metrics.evaluate import average_precisions, match_arrays
+from cleanpose.metrics.results_io import collect_results
+from tests.metrics import tie_cases
 from tests.metrics.result_builders import build_result_set
 
 BASE = build_result_set(np.random.default_rng(21), 30, "nocs", mean_objects=2.0)
@@ -125,3 +128,21 @@ def test_refused_inputs(tmp_path):
     with pytest.raises(UsageError, match="neither a test folder"):
         compare_runs([tmp_path / "nowhere"])
     assert ground_truth_digest(BASE) != ground_truth_digest(BASE[::-1])
+
+
+@pytest.mark.parametrize("tie_order", ["reference", "stable"])
+def test_resampled_matches_equal_evaluating_the_resampled_list(tie_order):
+    # all scores 1.0 and crowded images: every AP depends on the pooled order of the resample
+    results = tie_cases.housecat6d_all_scores_one()
+    results = results[:60] + results[-3:] + [{key: value[:0] for key, value in results[0].items()}]
+    arrays = collect_results(results, "housecat6d")
+    matches = match_arrays(arrays, "housecat6d", tie_order=tie_order)
+    chosen = np.random.default_rng(8).integers(0, len(results), size=len(results))
+    lookup = np.full(len(results), -1)
+    lookup[arrays.image_source] = np.arange(len(arrays.image_source))
+    images = lookup[chosen]
+    iou_ap, aa_ap, pose_ap = average_precisions(matches.take_images(images[images >= 0]), tie_order)
+    expected = evaluate_results([results[index] for index in chosen], "housecat6d", tie_order=tie_order)
+    np.testing.assert_array_equal(100 * iou_ap, expected.iou_ap)
+    np.testing.assert_array_equal(100 * aa_ap, expected.axis_aligned_iou_ap)
+    np.testing.assert_array_equal(100 * pose_ap, expected.pose_ap)

@@ -4,7 +4,8 @@ A run is a test folder (``metrics.json``, optionally ``results.npz`` and ``confi
 test`` writes them) or a ``metrics.json`` file. Runs whose ``config.yaml`` differ only in ``run.seed`` (and
 ``run.out_dir``, where the run was written) form one group: its row is the mean over the seeds, with the
 sample standard deviation and n. With ``bootstrap = B``, B resamples of the test images (with replacement,
-the same resample for every run) are evaluated; a group's value on a resample is its seeds' mean there,
+the same resample for every run) are evaluated (each run is matched once; a resample re-pools the per-image
+matches, exactly what evaluating the resampled result list gives); a group's value on a resample is its seeds' mean there,
 and the 95 % intervals are percentiles over the resamples, for each group and for each group's
 difference to the first group. Runs must have been evaluated on the same images: the ground truth of
 every image, in order, must agree (``results.npz``), or at least the gt count of ``metrics.json``.
@@ -24,8 +25,9 @@ import numpy as np
 import yaml
 
 from cleanpose.errors import DataFormatError, UsageError
-from cleanpose.metrics.evaluate import HEADLINE_IOU_KEYS, HEADLINE_POSE_KEYS, evaluate_results
-from cleanpose.metrics.report import metrics_to_json
+from cleanpose.metrics.datasets import get_dataset
+from cleanpose.metrics.evaluate import HEADLINE_IOU_KEYS, HEADLINE_POSE_KEYS, average_precisions, match_arrays
+from cleanpose.metrics.results_io import collect_results
 from cleanpose.metrics.results_npz import load_results_npz
 
 __all__ = ["COLUMNS", "Comparison", "RunGroup", "compare_runs", "format_comparison_markdown", "write_comparison"]
@@ -199,19 +201,33 @@ def compare_runs(paths: Sequence[str | Path], *, bootstrap: int = 0, seed: int =
 
 def _bootstrap(runs: list[_Run], loaded: dict[int, list[dict]], group_indices: list[list[int]], count: int,
                generator: np.random.Generator, progress: bool) -> np.ndarray:
-    """(B, G, C) group means on ``count`` resamples of the images (one resample shared by every run)."""
+    """(B, G, C) group means on ``count`` resamples of the images (one resample shared by every run).
+
+    Each run is matched once; a resample only pools those per-image matches anew, in resample order (the
+    matching of an image does not depend on the other images), which equals evaluating the resampled set.
+    """
     from tqdm import tqdm
 
     num_images = len(loaded[0])
+    prepared = []
+    for index, run in enumerate(runs):
+        spec = get_dataset(run.document["dataset"])
+        tie_order = run.document.get("tie_order", "reference")
+        arrays = collect_results(loaded[index], spec)
+        matches = match_arrays(arrays, spec, tie_order=tie_order).select(
+            list(HEADLINE_IOU_KEYS.values()), list(HEADLINE_POSE_KEYS.values()))
+        kept = np.full(num_images, -1, dtype=np.int64)
+        kept[arrays.image_source] = np.arange(len(arrays.image_source))
+        prepared.append((matches, kept, tie_order))
     samples = np.empty((count, len(group_indices), len(COLUMNS)))
     for sample in tqdm(range(count), desc="bootstrap", unit="resample", disable=not progress):
         chosen = generator.integers(0, num_images, size=num_images)
-        per_run = {}
-        for index, run in enumerate(runs):
-            resampled = [loaded[index][image] for image in chosen]
-            metrics = evaluate_results(resampled, run.document["dataset"],
-                                       tie_order=run.document.get("tie_order", "reference"))
-            per_run[index] = _values(metrics_to_json(metrics))
+        per_run = []
+        for matches, kept, tie_order in prepared:
+            images = kept[chosen]
+            iou_ap, aa_ap, pose_ap = average_precisions(matches.take_images(images[images >= 0]), tie_order)
+            # as Metrics and metrics.json: AP × 100, then the mean over classes
+            per_run.append(np.concatenate([(100 * ap).mean(axis=0) for ap in (iou_ap, pose_ap, aa_ap)]))
         for group, members in enumerate(group_indices):
             samples[sample, group] = np.mean([per_run[index] for index in members], axis=0)
     return samples

@@ -7,6 +7,7 @@ groups padded to a common size, and the APs are a few cumulative sums per class.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,12 +29,15 @@ __all__ = [
     "HEADLINE_IOU_KEYS",
     "HEADLINE_POSE_KEYS",
     "IOU_THRESHOLDS",
+    "Matches",
     "Metrics",
     "POSE_GATE_IOU",
     "POSE_THRESHOLDS",
     "SHIFT_CURVE_THRESHOLDS_CM",
+    "average_precisions",
     "evaluate_arrays",
     "evaluate_results",
+    "match_arrays",
 ]
 
 IOU_THRESHOLDS = np.arange(101) / 100
@@ -95,10 +99,7 @@ class Metrics:
 
     def pose_ap_at(self, degrees: float, cm: float) -> np.ndarray:
         """(K,) AP × 100 at one (degrees, cm) row of ``pose_thresholds``."""
-        matches = np.flatnonzero((self.pose_thresholds[:, 0] == degrees) & (self.pose_thresholds[:, 1] == cm))
-        if len(matches) == 0:
-            raise ValueError(f"pose threshold ({degrees}°, {cm} cm) was not evaluated")
-        return self.pose_ap[:, matches[0]]
+        return self.pose_ap[:, _pose_row(self.pose_thresholds, degrees, cm)]
 
     def degree_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """``(degrees (D,), ap (K, D))``: AP × 100 vs the rotation limit, no translation limit."""
@@ -160,6 +161,103 @@ def evaluate_arrays(
     arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order: TieOrder = "reference"
 ) -> Metrics:
     """``evaluate_results`` on an already checked, flattened result set."""
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
+    matches = match_arrays(arrays, spec, tie_order=tie_order)
+    iou_ap, aa_ap, pose_ap = average_precisions(matches, tie_order)
+    return Metrics(
+        dataset=spec.name,
+        class_names=spec.class_names,
+        iou_thresholds=IOU_THRESHOLDS.copy(),
+        iou_ap=iou_ap * 100,
+        axis_aligned_iou_ap=aa_ap * 100,
+        pose_thresholds=POSE_THRESHOLDS.copy(),
+        pose_ap=pose_ap * 100,
+        num_images=len(arrays.origins),
+        num_gts=len(matches.gt_class),
+        num_predictions=len(matches.pred_class),
+        tie_order=tie_order,
+    )
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The matching outcome of every prediction and gt of a result set: what the APs are computed from.
+
+    Predictions are in the reference's pooled order (by class, then image, then the per-image processing
+    order), gts by class, then image, then stored order. Images are indices into ``ResultArrays.origins``.
+    """
+
+    num_classes: int
+    pred_class: np.ndarray
+    """(m,) int64 class id, 1-based (non-decreasing)."""
+    pred_image: np.ndarray
+    """(m,) int64 image of each prediction."""
+    pred_score: np.ndarray
+    """(m,) float64 detection score."""
+    iou: np.ndarray
+    """(T, m) bool, matched with the official IoU at each threshold of ``iou_thresholds``."""
+    axis_aligned: np.ndarray
+    """(T, m) bool, matched with the axis-aligned IoU."""
+    pose: np.ndarray
+    """(Tp, m) bool, pose-matched at each row of ``pose_thresholds``."""
+    pose_kept: np.ndarray
+    """(m,) bool, the prediction passed the IoU gate (τ = 0.1) and takes part in the pose APs."""
+    gt_class: np.ndarray
+    """(n,) int64 class id (non-decreasing)."""
+    gt_image: np.ndarray
+    """(n,) int64 image of each gt."""
+    gt_kept: np.ndarray
+    """(n,) bool, the gt passed the IoU gate and counts in the pose recall."""
+    iou_thresholds: np.ndarray
+    """(T,) IoU thresholds of the rows of ``iou`` and ``axis_aligned``."""
+    pose_thresholds: np.ndarray
+    """(Tp, 2) (degrees, cm) of the rows of ``pose``."""
+
+    def select(self, iou_thresholds: Sequence[float], pose_thresholds: Sequence[tuple[float, float]]) -> Matches:
+        """The same matches restricted to some thresholds (each must have been evaluated)."""
+        iou_rows = [_index_of(self.iou_thresholds, value, "IoU threshold") for value in iou_thresholds]
+        pose_rows = [_pose_row(self.pose_thresholds, *pair) for pair in pose_thresholds]
+        return dataclasses.replace(
+            self, iou=self.iou[iou_rows], axis_aligned=self.axis_aligned[iou_rows], pose=self.pose[pose_rows],
+            iou_thresholds=self.iou_thresholds[iou_rows], pose_thresholds=self.pose_thresholds[pose_rows],
+        )
+
+    def take_images(self, images: np.ndarray) -> Matches:
+        """The matches of the result set made of ``images`` in this order (repeats allowed, e.g. a bootstrap
+        resample): matching is per image, so only the pooling changes. Image ``images[k]`` becomes image k."""
+        images = np.asarray(images, dtype=np.int64)
+        num_images = int(max(self.pred_image.max(initial=-1), self.gt_image.max(initial=-1), images.max(initial=-1))) + 1
+        pred_rows, pred_image = _rows_of_images(self.pred_class, self.pred_image, images, self.num_classes, num_images)
+        gt_rows, gt_image = _rows_of_images(self.gt_class, self.gt_image, images, self.num_classes, num_images)
+        return dataclasses.replace(
+            self, pred_class=self.pred_class[pred_rows], pred_image=pred_image, pred_score=self.pred_score[pred_rows],
+            iou=self.iou[:, pred_rows], axis_aligned=self.axis_aligned[:, pred_rows], pose=self.pose[:, pred_rows],
+            pose_kept=self.pose_kept[pred_rows], gt_class=self.gt_class[gt_rows], gt_image=gt_image,
+            gt_kept=self.gt_kept[gt_rows],
+        )
+
+
+def _pose_row(pose_thresholds: np.ndarray, degrees: float, cm: float) -> int:
+    matches = np.flatnonzero((pose_thresholds[:, 0] == degrees) & (pose_thresholds[:, 1] == cm))
+    if len(matches) == 0:
+        raise ValueError(f"pose threshold ({degrees}°, {cm} cm) was not evaluated")
+    return int(matches[0])
+
+
+def _rows_of_images(classes: np.ndarray, image_of_row: np.ndarray, images: np.ndarray, num_classes: int,
+                    num_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (sorted by class, then image) of the sequence ``images``, by class then sequence position; and
+    each row's position in the sequence."""
+    counts = np.bincount(classes * num_images + image_of_row, minlength=(num_classes + 1) * num_images)
+    starts = (np.cumsum(counts) - counts).reshape(num_classes + 1, num_images)[:, images].reshape(-1)
+    lengths = counts.reshape(num_classes + 1, num_images)[:, images].reshape(-1)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.repeat(np.tile(np.arange(len(images)), num_classes + 1), lengths)
+    return np.repeat(starts, lengths) + offsets, positions
+
+
+def match_arrays(arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order: TieOrder = "reference") -> Matches:
+    """Match every image and class of a result set at every threshold (metrics.md §6)."""
     if tie_order not in TIE_ORDERS:
         raise ValueError(f"tie_order must be one of {TIE_ORDERS}; got {tie_order!r}")
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
@@ -168,7 +266,6 @@ def evaluate_arrays(
     gate = _index_of(IOU_THRESHOLDS, POSE_GATE_IOU, "IoU threshold")
 
     iou_pred = np.zeros((len(IOU_THRESHOLDS), layout.num_preds), dtype=bool)
-    iou_gt = np.zeros((len(IOU_THRESHOLDS), layout.num_gts), dtype=bool)
     aa_pred = np.zeros_like(iou_pred)
     pose_pred = np.zeros((len(POSE_THRESHOLDS), layout.num_preds), dtype=bool)
     pose_gt_kept = np.zeros(layout.num_gts, dtype=bool)
@@ -181,41 +278,50 @@ def evaluate_arrays(
         pose_matched, _ = match_by_pose(dense["rotation"], dense["translation"], pred_kept, gt_kept, POSE_THRESHOLDS,
                                         tie_order)
         iou_pred[:, bucket.preds] = pred_matched[bucket.pred_local, :, bucket.pred_slot].T
-        iou_gt[:, bucket.gts] = gt_matched[bucket.gt_local, :, bucket.gt_slot].T
         aa_pred[:, bucket.preds] = aa_matched[bucket.pred_local, :, bucket.pred_slot].T
         pose_pred[:, bucket.preds] = pose_matched[bucket.pred_local, :, bucket.pred_slot].T
         pose_gt_kept[bucket.gts] = gt_kept[bucket.gt_local, bucket.gt_slot]
-    pose_pred_kept = iou_pred[gate]
+    return Matches(
+        num_classes=spec.num_classes,
+        pred_class=layout.pred_class,
+        pred_image=arrays.pred_image[layout.pred_source],
+        pred_score=layout.pred_score,
+        iou=iou_pred,
+        axis_aligned=aa_pred,
+        pose=pose_pred,
+        pose_kept=iou_pred[gate].copy(),
+        gt_class=layout.gt_class,
+        gt_image=arrays.gt_image[layout.gt_source],
+        gt_kept=pose_gt_kept,
+        iou_thresholds=IOU_THRESHOLDS.copy(),
+        pose_thresholds=POSE_THRESHOLDS.copy(),
+    )
 
-    num_classes = spec.num_classes
-    iou_ap = np.zeros((num_classes, len(IOU_THRESHOLDS)))
+
+def average_precisions(matches: Matches, tie_order: TieOrder = "reference") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class, the VOC APs (fractions) of pooled matches (metrics.md §7).
+
+    Returns:
+        ``(iou_ap (K, T), axis_aligned_ap (K, T), pose_ap (K, Tp))`` for the thresholds of ``matches``.
+    """
+    num_classes = matches.num_classes
+    iou_ap = np.zeros((num_classes, len(matches.iou)))
     aa_ap = np.zeros_like(iou_ap)
-    pose_ap = np.zeros((num_classes, len(POSE_THRESHOLDS)))
-    gt_per_class = np.bincount(layout.gt_class, minlength=num_classes + 1)
-    kept_gt_per_class = np.bincount(layout.gt_class[pose_gt_kept], minlength=num_classes + 1)
-    class_bounds = np.searchsorted(layout.pred_class, np.arange(1, num_classes + 2))
+    pose_ap = np.zeros((num_classes, len(matches.pose)))
+    gt_per_class = np.bincount(matches.gt_class, minlength=num_classes + 1)
+    kept_gt_per_class = np.bincount(matches.gt_class[matches.gt_kept], minlength=num_classes + 1)
+    class_bounds = np.searchsorted(matches.pred_class, np.arange(1, num_classes + 2))
     for class_id in range(1, num_classes + 1):
         rows = slice(class_bounds[class_id - 1], class_bounds[class_id])
-        scores = layout.pred_score[rows]
-        iou_ap[class_id - 1] = voc_average_precision(iou_pred[:, rows], scores, gt_per_class[class_id], tie_order)
-        aa_ap[class_id - 1] = voc_average_precision(aa_pred[:, rows], scores, gt_per_class[class_id], tie_order)
-        kept = pose_pred_kept[rows]
+        scores = matches.pred_score[rows]
+        iou_ap[class_id - 1] = voc_average_precision(matches.iou[:, rows], scores, gt_per_class[class_id], tie_order)
+        aa_ap[class_id - 1] = voc_average_precision(matches.axis_aligned[:, rows], scores, gt_per_class[class_id],
+                                                    tie_order)
+        kept = matches.pose_kept[rows]
         pose_ap[class_id - 1] = voc_average_precision(
-            pose_pred[:, rows][:, kept], scores[kept], kept_gt_per_class[class_id], tie_order
+            matches.pose[:, rows][:, kept], scores[kept], kept_gt_per_class[class_id], tie_order
         )
-    return Metrics(
-        dataset=spec.name,
-        class_names=spec.class_names,
-        iou_thresholds=IOU_THRESHOLDS.copy(),
-        iou_ap=iou_ap * 100,
-        axis_aligned_iou_ap=aa_ap * 100,
-        pose_thresholds=POSE_THRESHOLDS.copy(),
-        pose_ap=pose_ap * 100,
-        num_images=len(arrays.origins),
-        num_gts=layout.num_gts,
-        num_predictions=layout.num_preds,
-        tie_order=tie_order,
-    )
+    return iou_ap, aa_ap, pose_ap
 
 
 class _GroupLayout:

@@ -44,6 +44,8 @@ class ResultArrays:
 
     origins: list[str]
     """Per kept image: where it came from (``file.pkl``, ``file.pkl[3]`` or ``results[3]``)."""
+    image_source: np.ndarray
+    """(images,) int64 position of each kept image in the result sequence that was collected."""
     gt_image: np.ndarray
     """(n,) int64 index into ``origins``."""
     gt_instance: np.ndarray
@@ -171,16 +173,18 @@ def collect_results(
     if len(origins) != len(results):
         raise ValueError(f"origins has {len(origins)} entries for {len(results)} results")
     kept_origins: list[str] = []
+    kept_positions: list[int] = []
     parts: dict[str, list[np.ndarray]] = {key: [] for key in (*_GT_KEYS, *_PRED_KEYS, "gt_handle_visibility")}
     gt_counts, pred_counts = [], []
     num_missing_handles = 0
-    for result, origin in zip(results, origins):
+    for position, (result, origin) in enumerate(zip(results, origins)):
         arrays, missing_handles = _check_structure(result, spec, origin)
         num_gts, num_preds = len(arrays["gt_class_ids"]), len(arrays["pred_class_ids"])
         num_missing_handles += missing_handles
         if num_gts == 0 and num_preds == 0:
             continue
         kept_origins.append(origin)
+        kept_positions.append(position)
         gt_counts.append(num_gts)
         pred_counts.append(num_preds)
         for key, value in arrays.items():
@@ -206,6 +210,7 @@ def collect_results(
         handle_visible |= gt_class != spec.class_names.index(spec.handle_class) + 1
     return ResultArrays(
         origins=kept_origins,
+        image_source=np.array(kept_positions, dtype=np.int64),
         gt_image=gt_image,
         gt_instance=gt_instance,
         gt_class=gt_class,
