@@ -133,9 +133,10 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="compare evaluated runs: seed groups (mean ± std) and bootstrap intervals",
         description=(
             "One table of the headline APs of several runs (test folders written by cleanpose test, or metrics.json "
-            "files). Runs whose config.yaml differs only in run.seed are grouped into mean ± std (n). --bootstrap N "
+            "files). Runs whose config.yaml differs only in run.seed (and run.out_dir) are grouped into mean ± std "
+            "(n). --bootstrap N "
             "resamples the test images N times (the same resamples for every run; needs each run's results.npz) and "
-            "gives 95%% intervals for each run and for its difference to the first run. Runs evaluated on different "
+            "gives 95 % intervals for each run and for its difference to the first run. Runs evaluated on different "
             "image sets are refused."
         ),
     )

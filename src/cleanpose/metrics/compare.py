@@ -5,8 +5,8 @@ test`` writes them) or a ``metrics.json`` file. Runs whose ``config.yaml`` diffe
 ``run.out_dir``, where the run was written) form one group: its row is the mean over the seeds, with the
 sample standard deviation and n. With ``bootstrap = B``, B resamples of the test images (with replacement,
 the same resample for every run) are evaluated (each run is matched once; a resample re-pools the per-image
-matches, exactly what evaluating the resampled result list gives); a group's value on a resample is its seeds' mean there,
-and the 95 % intervals are percentiles over the resamples, for each group and for each group's
+matches, exactly what evaluating the resampled result list gives); a group's value on a resample is its
+seeds' mean there, and the 95 % intervals are percentiles over the resamples, for each group and for each group's
 difference to the first group. Runs must have been evaluated on the same images: the ground truth of
 every image, in order, must agree (``results.npz``), or at least the gt count of ``metrics.json``.
 """

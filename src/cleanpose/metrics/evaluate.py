@@ -226,7 +226,8 @@ class Matches:
         """The matches of the result set made of ``images`` in this order (repeats allowed, e.g. a bootstrap
         resample): matching is per image, so only the pooling changes. Image ``images[k]`` becomes image k."""
         images = np.asarray(images, dtype=np.int64)
-        num_images = int(max(self.pred_image.max(initial=-1), self.gt_image.max(initial=-1), images.max(initial=-1))) + 1
+        num_images = 1 + int(max(self.pred_image.max(initial=-1), self.gt_image.max(initial=-1),
+                                 images.max(initial=-1)))
         pred_rows, pred_image = _rows_of_images(self.pred_class, self.pred_image, images, self.num_classes, num_images)
         gt_rows, gt_image = _rows_of_images(self.gt_class, self.gt_image, images, self.num_classes, num_images)
         return dataclasses.replace(
@@ -298,7 +299,9 @@ def match_arrays(arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order:
     )
 
 
-def average_precisions(matches: Matches, tie_order: TieOrder = "reference") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def average_precisions(
+    matches: Matches, tie_order: TieOrder = "reference"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per class, the VOC APs (fractions) of pooled matches (metrics.md §7).
 
     Returns:
