@@ -226,7 +226,10 @@ def _autocast(device: torch.device, precision: str):
 def build_optimizer(model: torch.nn.Module, config: TrainConfig):
     """Adam over the trainable parameters and the reference's triangular CyclicLR (stepped every iteration)."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=config.optim.base_lr, weight_decay=config.optim.weight_decay)
+    fused = config.optim.fused and all(parameter.is_cuda for parameter in parameters)
+    optimizer = torch.optim.Adam(
+        parameters, lr=config.optim.base_lr, weight_decay=config.optim.weight_decay, fused=fused or None
+    )
     scheduler = torch.optim.lr_scheduler.CyclicLR(
         optimizer,
         base_lr=config.optim.base_lr,

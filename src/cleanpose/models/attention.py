@@ -11,7 +11,10 @@ Attention is :class:`torch.nn.MultiheadAttention` with ``batch_first=True``, so 
 packed (``in_proj_weight`` rows 0..D-1 project queries, D..2D-1 keys, 2D..3D-1 values) exactly as in the
 reference checkpoints. ``need_weights`` keeps its default (True) as in the reference: PyTorch then takes the
 same explicit-softmax path and the outputs match bit for bit, whereas the fused ``need_weights=False`` path
-rounds differently (up to 1e-4 relative on the NOCS head's output with random weights).
+rounds differently (up to 1e-4 relative on the NOCS head's output with random weights). The fused path
+(``need_weights=False``: PyTorch's ``scaled_dot_product_attention``, flash / memory-efficient kernels on CUDA)
+is the fast path: :func:`set_fused_attention` switches every attention layer of a module to it
+(``model.fused_attention``).
 
 Key maps. Every model file has ``reference_key_map() -> list[tuple[str, str]]``: pairs ``(ours, reference)``
 of key *prefix* patterns, relative to that module. Both sides are regular expressions that use only ``\\.``
@@ -32,7 +35,19 @@ __all__ = [
     "SelfAttentionLayer",
     "attention_layer_key_map",
     "self_attention_layer_key_map",
+    "set_fused_attention",
 ]
+
+
+def set_fused_attention(module: nn.Module, enabled: bool) -> None:
+    """Switch every cleanpose attention layer inside ``module`` to the fused (True) or explicit path.
+
+    A layer takes part when it has a ``use_fused_attention`` attribute (the blocks here and the PointBERT
+    teacher's attention). timm's ViT blocks keep their own setting.
+    """
+    for child in module.modules():
+        if hasattr(child, "use_fused_attention"):
+            child.use_fused_attention = enabled
 
 
 def _feed_forward(d_model: int, dim_ffn: int, dropout: float) -> nn.Sequential:
@@ -67,6 +82,7 @@ class AttentionBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.ffn = _feed_forward(d_model, dim_ffn, dropout)
+        self.use_fused_attention = False
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Update the queries.
@@ -78,11 +94,12 @@ class AttentionBlock(nn.Module):
         Returns:
             (B, Q, D) float, the updated queries.
         """
+        explicit = not self.use_fused_attention
         normed = self.norm_cross(queries)
-        attended, _ = self.cross_attention(normed, memory, memory)
+        attended, _ = self.cross_attention(normed, memory, memory, need_weights=explicit)
         queries = queries + self.dropout(attended)
         normed = self.norm_self(queries)
-        attended, _ = self.self_attention(normed, normed, normed)
+        attended, _ = self.self_attention(normed, normed, normed, need_weights=explicit)
         queries = queries + self.dropout(attended)
         return queries + self.dropout(self.ffn(self.norm_ffn(queries)))
 
@@ -106,6 +123,7 @@ class SelfAttentionBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.ffn = _feed_forward(d_model, dim_ffn, dropout)
+        self.use_fused_attention = False
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -115,7 +133,7 @@ class SelfAttentionBlock(nn.Module):
             (B, T, D) float.
         """
         normed = self.norm_self(tokens)
-        attended, _ = self.self_attention(normed, normed, normed)
+        attended, _ = self.self_attention(normed, normed, normed, need_weights=not self.use_fused_attention)
         tokens = tokens + self.dropout(attended)
         return tokens + self.dropout(self.ffn(self.norm_ffn(tokens)))
 

@@ -336,13 +336,17 @@ class _Attention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
+        self.use_fused_attention = False  # True: PyTorch's fused scaled_dot_product_attention (set_fused_attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         query, key, value = qkv[0], qkv[1], qkv[2]
-        weights = ((query @ key.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((weights @ value).transpose(1, 2).reshape(batch, tokens, dim))
+        if self.use_fused_attention:
+            attended = F.scaled_dot_product_attention(query, key, value, scale=self.scale)
+        else:
+            attended = ((query @ key.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ value
+        return self.proj(attended.transpose(1, 2).reshape(batch, tokens, dim))
 
 
 class _Mlp(nn.Module):

@@ -39,6 +39,7 @@ from cleanpose.config import ModelConfig, config_from_dict, config_to_dict, load
 from cleanpose.errors import CheckpointError, ConfigError
 from cleanpose.fileio import atomic_writer
 from cleanpose.geometry import euler_xyz_to_matrix
+from cleanpose.models.attention import set_fused_attention
 from cleanpose.models.backbones import build_rgb_backbone
 from cleanpose.models.distillation import ResidualDistillationHead, describe_key_mismatch
 from cleanpose.models.feature_aggregator import GeometricAwareFeatureAggregator
@@ -181,6 +182,7 @@ class CleanPoseNet(nn.Module):
             config.distillation, student_dim=config.point_encoder.out_dim
         )
         self.teacher: nn.Module | None = None
+        set_fused_attention(self, config.fused_attention)
         self.register_state_dict_post_hook(_drop_teacher_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_teacher_keys)
 
@@ -202,6 +204,8 @@ class CleanPoseNet(nn.Module):
                 f"teacher output width {teacher.out_dim} differs from distillation.feature_dim "
                 f"{self.config.distillation.feature_dim}"
             )
+        if teacher is not None:
+            set_fused_attention(teacher, self.config.fused_attention)
         self.teacher = teacher
 
     def forward(
@@ -275,13 +279,15 @@ class CleanPoseNet(nn.Module):
                     )
                 augmentation = sample_augmentation(batch_size, generator, device=points.device)
             rotation, translation, scale = _check_augmentation(augmentation, batch_size, points)
-            points = ((points - translation) / scale.unsqueeze(2)) @ rotation
+            with _float32_geometry(points):
+                points = ((points - translation) / scale.unsqueeze(2)) @ rotation
 
         pts_local = self.point_encoder(points)
         fused = torch.cat([pts_local, rgb_local], dim=1)
         detection = self.keypoint_detector(fused)
         heat_map = detection.heat_map
-        keypoints = torch.bmm(heat_map, points)
+        with _float32_geometry(points):
+            keypoints = torch.bmm(heat_map.to(points.dtype), points)
         fused_rows = fused.transpose(1, 2)
         keypoint_features = torch.bmm(heat_map, fused_rows)
         keypoint_features = self.feature_aggregator(keypoint_features, keypoints.detach(), fused_rows, points)
@@ -326,20 +332,31 @@ class CleanPoseNet(nn.Module):
             outputs["distillation_pointnet"] = self.distillation_head(pts_local)
             outputs["distillation_ulip"] = self.teacher(points, generator)
 
-        rotation_t = rotation.transpose(1, 2)
-        per_object = scale.unsqueeze(2)
-        outputs.update(
-            pred_heat_map=heat_map,
-            pred_kpt_3d=(keypoints @ rotation_t) * per_object + translation + c,
-            recon_model=(reconstruction.points @ rotation_t) * per_object + translation + c,
-            pred_kpt_nocs=keypoints_nocs,
-            pred_translation=translation.squeeze(1)
-            + scale * torch.bmm(rotation, pose.translation.unsqueeze(2)).squeeze(2)
-            + c.squeeze(1),
-            pred_rotation=rotation @ pose.rotation,
-            pred_size=pose.size * scale,
-        )
+        with _float32_geometry(points):
+            outputs.update(_to_camera_frame(rotation, translation, scale, centroid, keypoints, reconstruction, pose))
+        outputs.update(pred_heat_map=heat_map, pred_kpt_nocs=keypoints_nocs)
         return outputs
+
+
+def _float32_geometry(points: torch.Tensor):
+    """Coordinates stay in their own dtype (float32) under autocast: bfloat16 keeps 3 significant digits."""
+    return torch.autocast(points.device.type, enabled=False)
+
+
+def _to_camera_frame(rotation, translation, scale, centroid, keypoints, reconstruction, pose) -> dict[str, torch.Tensor]:
+    """Training outputs mapped from the augmented, centred frame back to the camera frame (float32)."""
+    rotation_t = rotation.transpose(1, 2)
+    per_object = scale.unsqueeze(2)
+    c = centroid
+    return dict(
+        pred_kpt_3d=(keypoints @ rotation_t) * per_object + translation + c,
+        recon_model=(reconstruction.points.float() @ rotation_t) * per_object + translation + c,
+        pred_translation=translation.squeeze(1)
+        + scale * torch.bmm(rotation, pose.translation.float().unsqueeze(2)).squeeze(2)
+        + c.squeeze(1),
+        pred_rotation=rotation @ pose.rotation.float(),
+        pred_size=pose.size.float() * scale,
+    )
 
 
 def _rgb_kwargs(config: ModelConfig, load_weights: bool) -> dict[str, Any]:
