@@ -24,7 +24,7 @@ TINY = {
     "point_encoder": {
         "num_centers": [12, 6],
         "radii": [[0.04, 0.08], [0.08, 0.16]],
-        "num_samples": [[4, 6], [4, 6]],
+        "num_neighbors": [[4, 6], [4, 6]],
         "sa_channels": [[8, 16], [16, 16]],
         "fp_channels": [[128], [16]],
     },
