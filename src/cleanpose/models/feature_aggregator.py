@@ -41,7 +41,9 @@ class GeometricAwareBlock(nn.Module):
             nn.Conv1d(model_dim, model_dim, 1), nn.BatchNorm1d(model_dim), nn.ReLU(), nn.Conv1d(model_dim, model_dim, 1)
         )
         self.neighbor_position_mlp = _position_mlp(model_dim)
-        self.neighbor_mlp = nn.Sequential(nn.Linear(2 * model_dim, model_dim), nn.ReLU(), nn.Linear(model_dim, model_dim))
+        self.neighbor_mlp = nn.Sequential(
+            nn.Linear(2 * model_dim, model_dim), nn.ReLU(), nn.Linear(model_dim, model_dim)
+        )
         self.relative_position_mlp = _position_mlp(model_dim)
         self.absolute_position_mlp = _position_mlp(model_dim)
         self.fuse_mlp = nn.Sequential(
