@@ -88,9 +88,14 @@ def test_load_state_strict_lists_every_missing_and_extra_key_before_loading():
         r"ref.1.running_var; unknown keys: ref.2.weight$",
     ):
         load_state_strict(
-            state, expected, "r.pth", what="weights file", target="the reference (cat_num=3)", extra_word="unknown",
+            state,
+            expected,
+            "r.pth",
+            what="weights file",
+            target="the reference (cat_num=3)",
+            extra_word="unknown",
             display=lambda key: "ref." + key,
-        )  # fmt: skip
+        )
 
 
 def test_load_state_strict_lists_shape_mismatches_and_cuts_long_lists():

@@ -21,8 +21,9 @@ class Reconstruction(NamedTuple):
     """Output of :class:`Reconstructor`; P = points_per_keypoint."""
 
     points: torch.Tensor
-    """(B, P·K, 3) float, metres, same frame as the keypoints: ``deltas + keypoint`` (the reference's
-    ``recon_model`` is this tensor transposed to (B, 3, P·K))."""
+    """(B, P·K, 3) float, metres, same frame as the keypoints: ``deltas + keypoint`` (the network's output
+    ``local_recon_model``; the reference's ``recon_model`` before its transpose is this tensor transposed to
+    (B, 3, P·K))."""
     deltas: torch.Tensor
     """(B, P·K, 3) float, metres: offsets; rows P·j .. P·j+P−1 belong to keypoint j."""
 
