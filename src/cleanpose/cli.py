@@ -254,7 +254,7 @@ def _run_test(args: argparse.Namespace) -> int:
     from cleanpose.engine.test import build_test_dataset, evaluate_and_report, predict_dataset
     from cleanpose.engine.train import resolve_device
     from cleanpose.metrics import format_markdown_table
-    from cleanpose.models.net import load_checkpoint
+    from cleanpose.models import load_checkpoint
 
     config = _load_train_config(args)
     device = resolve_device(config.run.device)

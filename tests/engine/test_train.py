@@ -15,7 +15,7 @@ from cleanpose.config import TrainConfig, load_config
 from cleanpose.engine.hooks import read_loss_log
 from cleanpose.engine.train import train
 from cleanpose.errors import ConfigError, UsageError
-from cleanpose.models.net import read_checkpoint
+from cleanpose.models.checkpoint import read_checkpoint
 from tests.engine.conftest import TINY_MODEL
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

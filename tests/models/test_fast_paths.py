@@ -18,7 +18,7 @@ def _max_relative(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("block_type", [AttentionBlock, SelfAttentionBlock])
 def test_fused_attention_blocks_compute_the_explicit_function(block_type):
     torch.manual_seed(0)
-    block = block_type(d_model=16, num_heads=4, dim_ffn=24).double()
+    block = block_type(model_dim=16, num_heads=4, ffn_dim=24).double()
     generator = torch.Generator().manual_seed(1)
     queries = torch.randn(3, 5, 16, generator=generator, dtype=torch.float64)
     memory = torch.randn(3, 7, 16, generator=generator, dtype=torch.float64)

@@ -1,10 +1,17 @@
-"""Training checkpoints: the network's checkpoint dict plus optimiser, schedule and step.
+"""Training checkpoints: the network's checkpoint plus the trainer's state, in one file.
 
-The file is the one `cleanpose.models.save_checkpoint` writes (``format_version``, ``config``,
-``model``, ``queue``, ``optimizer``, ``scheduler``, ``step``, ``rng``, ``run_config``), written
-atomically, so `cleanpose.models.load_checkpoint` reads any training checkpoint for testing. All draws
-are keyed by (seed, epoch, step, shard), so ``rng`` only records that scheme and the seed: the step
-number is the whole random state.
+The file is a network checkpoint (``cleanpose.models.checkpoint``: ``format_version``, ``config``,
+``model``, ``queue``), so `cleanpose.models.load_checkpoint` reads any training checkpoint for testing,
+with these training entries beside it, owned by this module:
+
+* ``optimizer``: ``optimizer.state_dict()`` (Adam);
+* ``scheduler``: ``scheduler.state_dict()`` (CyclicLR);
+* ``step``: completed optimiser steps (int);
+* ``rng``: ``{"scheme": RNG_SCHEME, "seed": run.seed}``. All draws are keyed by (seed, epoch, step,
+  shard), so the step number is the whole random state and this entry only records the scheme;
+* ``run_config``: the whole training config (:class:`~cleanpose.config.TrainConfig` as a plain dict).
+
+The file is written atomically and read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from pathlib import Path
 
 from cleanpose.config import TrainConfig, config_to_dict
 from cleanpose.errors import CheckpointError
-from cleanpose.models.net import CleanPoseNet, load_model_state, read_checkpoint, save_checkpoint
+from cleanpose.models.checkpoint import load_model_state, read_checkpoint, save_checkpoint
+from cleanpose.models.net import CleanPoseNet
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from cleanpose.engine.train import build_training_datasets, resolve_device, trai
 from cleanpose.engine.visualize import visualize_results
 from cleanpose.errors import UsageError
 from cleanpose.metrics import Metrics
-from cleanpose.models.net import load_checkpoint
+from cleanpose.models import load_checkpoint
 
 logger = logging.getLogger(__name__)
 

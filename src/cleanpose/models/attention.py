@@ -50,13 +50,13 @@ def set_fused_attention(module: nn.Module, enabled: bool) -> None:
             child.use_fused_attention = enabled
 
 
-def _feed_forward(d_model: int, dim_ffn: int, dropout: float) -> nn.Sequential:
+def _feed_forward(model_dim: int, ffn_dim: int, dropout: float) -> nn.Sequential:
     # Indices 0 and 3 hold the weights, as in the reference (`ffn.0`, `ffn.3`).
     return nn.Sequential(
-        nn.Linear(d_model, dim_ffn),
+        nn.Linear(model_dim, ffn_dim),
         nn.ReLU(),
         nn.Dropout(dropout),
-        nn.Linear(dim_ffn, d_model),
+        nn.Linear(ffn_dim, model_dim),
     )
 
 
@@ -67,21 +67,21 @@ class AttentionBlock(nn.Module):
     ``q = q + FFN(LN_ffn(q))`` with ``FFN = Linear -> ReLU -> Dropout -> Linear``.
 
     Args:
-        d_model: width of queries and memory.
-        num_heads: attention heads (``d_model`` must be divisible by it).
-        dim_ffn: hidden width of the feed-forward network.
+        model_dim: width of queries and memory.
+        num_heads: attention heads (``model_dim`` must be divisible by it).
+        ffn_dim: hidden width of the feed-forward network.
         dropout: dropout on attention weights, residual branches and the FFN hidden layer (0 in CleanPose).
     """
 
-    def __init__(self, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0):
+    def __init__(self, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0):
         super().__init__()
-        self.cross_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.self_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.norm_cross = nn.LayerNorm(d_model)
-        self.norm_self = nn.LayerNorm(d_model)
-        self.norm_ffn = nn.LayerNorm(d_model)
+        self.cross_attention = nn.MultiheadAttention(model_dim, num_heads, dropout=dropout, batch_first=True)
+        self.self_attention = nn.MultiheadAttention(model_dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm_cross = nn.LayerNorm(model_dim)
+        self.norm_self = nn.LayerNorm(model_dim)
+        self.norm_ffn = nn.LayerNorm(model_dim)
         self.dropout = nn.Dropout(dropout)
-        self.ffn = _feed_forward(d_model, dim_ffn, dropout)
+        self.ffn = _feed_forward(model_dim, ffn_dim, dropout)
         self.use_fused_attention = False
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
@@ -110,19 +110,19 @@ class SelfAttentionBlock(nn.Module):
     ``x = x + SelfMHA(LN_self(x))``; ``x = x + FFN(LN_ffn(x))``.
 
     Args:
-        d_model: token width.
+        model_dim: token width.
         num_heads: attention heads.
-        dim_ffn: hidden width of the feed-forward network.
+        ffn_dim: hidden width of the feed-forward network.
         dropout: dropout probability (0 in CleanPose).
     """
 
-    def __init__(self, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0):
+    def __init__(self, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0):
         super().__init__()
-        self.self_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.norm_self = nn.LayerNorm(d_model)
-        self.norm_ffn = nn.LayerNorm(d_model)
+        self.self_attention = nn.MultiheadAttention(model_dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm_self = nn.LayerNorm(model_dim)
+        self.norm_ffn = nn.LayerNorm(model_dim)
         self.dropout = nn.Dropout(dropout)
-        self.ffn = _feed_forward(d_model, dim_ffn, dropout)
+        self.ffn = _feed_forward(model_dim, ffn_dim, dropout)
         self.use_fused_attention = False
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -143,18 +143,18 @@ class AttentionLayer(nn.Module):
 
     Args:
         num_blocks: number of blocks.
-        d_model: width of queries and memory.
+        model_dim: width of queries and memory.
         num_heads: attention heads per block.
-        dim_ffn: feed-forward hidden width.
+        ffn_dim: feed-forward hidden width.
         dropout: dropout probability.
     """
 
     def __init__(
-        self, num_blocks: int = 4, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0
+        self, num_blocks: int = 4, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            AttentionBlock(d_model, num_heads, dim_ffn, dropout) for _ in range(num_blocks)
+            AttentionBlock(model_dim, num_heads, ffn_dim, dropout) for _ in range(num_blocks)
         )
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
@@ -175,18 +175,18 @@ class SelfAttentionLayer(nn.Module):
 
     Args:
         num_blocks: number of blocks.
-        d_model: token width.
+        model_dim: token width.
         num_heads: attention heads per block.
-        dim_ffn: feed-forward hidden width.
+        ffn_dim: feed-forward hidden width.
         dropout: dropout probability.
     """
 
     def __init__(
-        self, num_blocks: int = 2, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0
+        self, num_blocks: int = 2, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(d_model, num_heads, dim_ffn, dropout) for _ in range(num_blocks)
+            SelfAttentionBlock(model_dim, num_heads, ffn_dim, dropout) for _ in range(num_blocks)
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
