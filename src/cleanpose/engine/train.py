@@ -167,8 +167,9 @@ class Trainer:
         categories, pooled, totals = [], [], {}
         for m, parts in enumerate(shards):
             shard = self.rank * self.micro_batches + m
+            # Upload each (pinned) part, then concatenate on the device: a host-side cat would be pageable.
+            parts = [{key: value.to(self.device, non_blocking=True) for key, value in part.items()} for part in parts]
             batch = concat_batches(parts) if len(parts) > 1 else parts[0]
-            batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
             sync = contextlib.nullcontext() if m == len(shards) - 1 or self.world_size == 1 else self.model.no_sync()
             with sync:
                 with _autocast(self.device, config.run.precision):
