@@ -229,10 +229,44 @@ def _add_queue(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_queue)
 
 
-def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
-    from cleanpose.engine.teacher_pretrain import add_teacher_parser
+def _run_teacher_pretrain(args: argparse.Namespace) -> int:
+    from cleanpose.engine.teacher_pretrain import TeacherPretrainSettings, pretrain_teacher
 
-    add_teacher_parser(subparsers)
+    settings = TeacherPretrainSettings(
+        teacher=args.teacher, format=args.format, instances_per_category=args.instances_per_category,
+        points=args.points, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        workers=args.workers,
+    )
+    pretrain_teacher(args.out, settings, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
+    teacher = subparsers.add_parser("teacher", help="offline substitutes for the ULIP teacher weights")
+    teacher_commands = teacher.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND", required=True)
+    parser = teacher_commands.add_parser(
+        "pretrain",
+        help="pretrain a teacher on the synthetic shape library and save it in the ULIP checkpoint layout",
+        description=(
+            "Train the PointBERT (or PointNet2-SSG) teacher at reference size on clouds of synthetic shape "
+            "instances (category classification + InfoNCE between two augmented views) and write OUT in the "
+            "official ULIP checkpoint layout, for distillation.teacher_checkpoint or run.queue_teacher_checkpoint."
+        ),
+    )
+    parser.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint file to write")
+    parser.add_argument("--teacher", choices=("pointbert", "pointnet2_ssg"), default="pointbert",
+                        help="default pointbert")
+    parser.add_argument("--format", choices=("nocs", "housecat6d"), default="nocs", help="category set (default nocs)")
+    parser.add_argument("--instances-per-category", type=int, default=None, metavar="N",
+                        help="fixed pool of N instances per category (default: fresh instance per sample)")
+    parser.add_argument("--points", type=int, default=1024, help="points per cloud (default 1024)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per step, 2 views each (default 32)")
+    parser.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (default 5e-4)")
+    parser.add_argument("--seed", type=int, default=0, help="equal seeds give identical files (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    parser.set_defaults(handler=_run_teacher_pretrain)
 
 
 def _run_train(args: argparse.Namespace) -> int:

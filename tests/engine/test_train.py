@@ -14,7 +14,7 @@ import torch
 from cleanpose.config import TrainConfig, load_config
 from cleanpose.engine.hooks import read_loss_log
 from cleanpose.engine.train import train
-from cleanpose.errors import ConfigError, UsageError
+from cleanpose.errors import ConfigError, OutputError
 from cleanpose.models.checkpoint import read_checkpoint
 from tests.engine.conftest import TINY_MODEL
 
@@ -103,7 +103,7 @@ def test_unwritable_or_full_output_fails_before_training(train_config_file, tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     config = load_config(train_config_file(run={"out_dir": str(blocker / "run")}), TrainConfig)
-    with pytest.raises(UsageError, match="not writable"):
+    with pytest.raises(OutputError, match="not writable"):
         train(config, quiet=True)
 
     import shutil
@@ -111,7 +111,7 @@ def test_unwritable_or_full_output_fails_before_training(train_config_file, tmp_
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
     config = load_config(train_config_file(), TrainConfig)
-    with pytest.raises(UsageError, match="MiB free"):
+    with pytest.raises(OutputError, match="MiB free"):
         train(config, quiet=True)
     assert not (tmp_path / "run" / "losses.jsonl").exists()
 

@@ -7,9 +7,11 @@ on every rank.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +39,33 @@ class HookBase:
     def after_epoch(self) -> None: ...
 
     def after_train(self) -> None: ...
+
+
+def call_hooks(hooks: Sequence[HookBase], name: str, *args) -> None:
+    """Call method ``name`` of every hook, in order."""
+    for hook in hooks:
+        getattr(hook, name)(*args)
+
+
+@contextlib.contextmanager
+def training_hooks(hooks: Sequence[HookBase]) -> Iterator[None]:
+    """Run ``before_train`` on entry and ``after_train`` on exit, also when the body raises.
+
+    After an error in the body, every hook's ``after_train`` still runs (the TensorBoard writer and the
+    progress bar close); an error of ``after_train`` itself is then logged, not raised, so the body's error
+    is the one that propagates.
+    """
+    call_hooks(hooks, "before_train")
+    try:
+        yield
+    except BaseException:
+        for hook in hooks:
+            try:
+                hook.after_train()
+            except Exception:
+                logger.exception("%s.after_train failed after a training error", type(hook).__name__)
+        raise
+    call_hooks(hooks, "after_train")
 
 
 class CheckpointHook(HookBase):
@@ -124,17 +153,19 @@ class LossLogHook(HookBase):
 
 
 class ProgressHook(HookBase):
-    """A tqdm bar over the steps (rank 0, unless quiet)."""
+    """A tqdm bar over the steps (rank 0, unless quiet), labelled ``desc``."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, desc: str = "train"):
         self.quiet = quiet
+        self.desc = desc
         self.bar = None
 
     def before_train(self) -> None:
         if distributed.is_main_process() and not self.quiet:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.trainer.max_steps, initial=self.trainer.step, desc="train", unit="step")
+            self.bar = tqdm(total=self.trainer.max_steps, initial=self.trainer.step, desc=self.desc,
+                             unit="step")
 
     def after_step(self, result) -> None:
         if self.bar is not None:

@@ -25,7 +25,7 @@ from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTrainingDataset,
 from cleanpose.engine import distributed
 from cleanpose.engine.batching import ShardedBatchSampler, queue_random_state, step_generator
 from cleanpose.engine.checkpoint import load_training_state
-from cleanpose.engine.hooks import HookBase, default_hooks
+from cleanpose.engine.hooks import HookBase, call_hooks, default_hooks, training_hooks
 from cleanpose.engine.queue_extraction import read_queue_file
 from cleanpose.errors import ConfigError
 from cleanpose.fileio import ensure_writable_folder
@@ -143,8 +143,11 @@ class Trainer:
         return loaders
 
     def train(self) -> None:
-        """Run from the current step to the end of the schedule."""
-        self._call("before_train")
+        """Run from the current step to the end of the schedule; ``after_train`` hooks run even after an error."""
+        with training_hooks(self.hooks):
+            self._run_schedule()
+
+    def _run_schedule(self) -> None:
         while self.step < self.max_steps:
             epoch, start = self.epoch, self.step % self.steps_per_epoch
             for dataset in self.datasets:
@@ -157,7 +160,6 @@ class Trainer:
                 self.step += 1
                 self._call("after_step", result)
             self._call("after_epoch")
-        self._call("after_train")
 
     def run_step(self, shards: list[list[dict]]) -> StepResult:
         """Forward, loss and backward for each of this rank's shards, queue update, optimiser step."""
@@ -200,8 +202,7 @@ class Trainer:
         return StepResult(step=step, epoch=epoch, losses=totals, objects=objects)
 
     def _call(self, name: str, *args) -> None:
-        for hook in self.hooks:
-            getattr(hook, name)(*args)
+        call_hooks(self.hooks, name, *args)
 
 
 class _InterleavedSampler(torch.utils.data.Sampler):
@@ -288,7 +289,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
 
     Raises:
         ConfigError: inconsistent settings (batch sizes that do not shard, too few samples, no queue).
-        UsageError: the output folder is not writable or its disk is nearly full.
+        OutputError: the output folder is not writable or its disk is nearly full.
     """
     device = distributed.init_from_environment(resolve_device(config.run.device).type)
     out_dir = Path(config.run.out_dir)

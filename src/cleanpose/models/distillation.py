@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cleanpose.errors import CheckpointError
+from cleanpose.fileio import atomic_writer
 from cleanpose.models.state import load_file, load_state_strict
 from cleanpose.ops import furthest_point_sample, gather_points, knn_points
 from cleanpose.ops.knn import squared_distances
@@ -200,6 +201,39 @@ def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
         display=lambda key: prefix + map_keys([key], key_map, to_reference=True)[key],
     )
     logger.info("loaded %d point-encoder tensors from %s", len(ours), path)
+
+
+def save_ulip_checkpoint(path: str | Path, teacher: nn.Module, *, args: Mapping, **extra) -> Path:
+    """Atomically write a teacher in the official ULIP checkpoint layout, readable by :func:`load_ulip_checkpoint`.
+
+    The file is ``{"state_dict": {"module.point_encoder.<ULIP name>": tensor}, "args": Namespace, **extra}``:
+    our names mapped to the reference ones with the teacher's ``reference_key_map``, tensors detached and
+    on the CPU, ``args`` an ``argparse.Namespace`` as in the official files (allowed there for
+    ``weights_only`` loading).
+
+    Args:
+        path: the file to write; its folder must exist.
+        teacher: a :class:`PointBERTTeacher` or :class:`PointNet2SSGTeacher` (anything with
+            ``reference_key_map()``).
+        args: plain values stored as the ``args`` namespace.
+        extra: further top-level entries (plain values), written after ``args`` in the given order.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    state = teacher.state_dict()
+    renamed = map_keys(list(state), teacher.reference_key_map(), to_reference=True)
+    checkpoint = {
+        "state_dict": {
+            f"module.point_encoder.{renamed[key]}": value.detach().cpu().clone() for key, value in state.items()
+        },
+        "args": argparse.Namespace(**args),
+        **extra,
+    }
+    with atomic_writer(path) as handle:
+        torch.save(checkpoint, handle)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from cleanpose.data.formats import encoding
 from cleanpose.data.synth import writer_housecat6d, writer_nocs
 from cleanpose.data.synth.scene import SPLIT_CODES, build_distractors, build_library, render_frame, sample_scene
 from cleanpose.data.synth.sensor import SensorNoise
-from cleanpose.errors import UsageError
+from cleanpose.errors import ConfigError, OutputError
 from cleanpose.fileio import ensure_writable_folder
 
 logger = logging.getLogger(__name__)
@@ -174,35 +174,35 @@ def _worker_init() -> None:
 def _check_arguments(format, scenes, frames_per_scene, seed, workers, splits, image_size,
                      objects_range) -> tuple[str, ...]:
     if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
     for name, value in (("scenes", scenes), ("frames_per_scene", frames_per_scene), ("workers", workers)):
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise UsageError(f"{name} must be a positive integer; got {value!r}")
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer; got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer; got {seed!r}")
     known = writer_nocs.NOCS_SPLITS if format == "nocs" else writer_housecat6d.HOUSECAT6D_SPLITS
     splits = tuple(known if splits is None else splits)
     unknown = [split for split in splits if split not in known]
     if unknown or not splits:
-        raise UsageError(f"unknown split(s) {unknown or splits!r} for format {format}; expected a subset of {known}")
+        raise ConfigError(f"unknown split(s) {unknown or splits!r} for format {format}; expected a subset of {known}")
     width, height = image_size
     low, high = objects_range
     if not 1 <= low <= high <= 12:
-        raise UsageError(f"objects_range must satisfy 1 <= min <= max <= 12; got {objects_range}")
+        raise ConfigError(f"objects_range must satisfy 1 <= min <= max <= 12; got {objects_range}")
     if width < 16 or height < 16:
-        raise UsageError(f"image_size must be at least 16x16 pixels; got {width}x{height}")
+        raise ConfigError(f"image_size must be at least 16x16 pixels; got {width}x{height}")
     return splits
 
 
 def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: exists and is not a folder")
+        raise OutputError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise UsageError(f"{out_dir}: folder is not empty; pass --overwrite (overwrite=True) to replace a "
+            raise OutputError(f"{out_dir}: folder is not empty; pass --overwrite (overwrite=True) to replace a "
                              "previous synthetic dataset, or choose another folder")
         if not (out_dir / MARKER_FILE).is_file():
-            raise UsageError(f"{out_dir}: folder is not empty and holds no {MARKER_FILE}; refusing to delete "
+            raise OutputError(f"{out_dir}: folder is not empty and holds no {MARKER_FILE}; refusing to delete "
                              "something cleanpose synth did not write")
         for child in out_dir.iterdir():
             if child.is_dir() and not child.is_symlink():
@@ -254,7 +254,8 @@ def generate(
         `SynthSummary`.
 
     Raises:
-        UsageError: bad arguments, a non-empty folder without `overwrite`, an unwritable folder.
+        ConfigError: bad arguments.
+        OutputError: a non-empty folder without `overwrite`, an unwritable folder.
     """
     start = time.perf_counter()
     if image_size is None:

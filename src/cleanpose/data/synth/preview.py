@@ -13,7 +13,7 @@ from cleanpose.data.synth import writer_housecat6d, writer_nocs
 from cleanpose.data.synth.generate import DEFAULT_INSTANCES, FORMATS, scene_frames
 from cleanpose.data.synth.scene import FrameArrays
 from cleanpose.data.synth.sensor import SensorNoise
-from cleanpose.errors import UsageError
+from cleanpose.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ def write_preview(path, format: str = "nocs", frames: int = 4, seed: int = 0,
         The written path.
     """
     if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
     if frames < 1:
-        raise UsageError(f"preview frames must be >= 1; got {frames}")
+        raise ConfigError(f"preview frames must be >= 1; got {frames}")
     split = writer_nocs.NOCS_SPLITS[0] if format == "nocs" else writer_housecat6d.HOUSECAT6D_SPLITS[0]
     if image_size is None:
         image_size = writer_nocs.NOCS_IMAGE_SIZE if format == "nocs" else (548, 426)
