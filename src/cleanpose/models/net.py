@@ -3,7 +3,8 @@
 Data flow of one forward (model.md §0), B objects of N points:
 
 1. Queue draw (no gradient, before anything else): S entries per category from the confounder queue,
-   ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S) replaces the draw.
+   ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S), or (B, C, S) with one
+   draw per object, replaces the draw.
 2. ``c = mean(pts)``; the points are centred.
 3. RGB features gathered at ``choose`` (B, 128, N).
 4. Training only: in-model augmentation ``pts = ((pts − dt) / ds) @ dR`` drawn from a ``torch.Generator``.
@@ -18,8 +19,8 @@ Outputs are mapped back to the camera frame: ``+ c`` in eval; through the augmen
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are dicts with ``format_version``,
 ``config`` (the resolved :class:`~cleanpose.config.ModelConfig` as a dict), ``model`` (the state dict
 without the queue), ``queue`` ((C, Q, 256) float32, or None when the model never had one), ``optimizer``,
-``scheduler``, ``step``, ``rng`` and ``run_config``. They load with ``weights_only=True`` and strict keys. The teacher is
-never saved: its weights come from the official ULIP file.
+``scheduler``, ``step``, ``rng``, ``run_config`` and ``hooks``. They load with ``weights_only=True`` and strict keys.
+The teacher is never saved: its weights come from the official ULIP file.
 """
 
 from __future__ import annotations
@@ -221,7 +222,9 @@ class CleanPoseNet(nn.Module):
                 camera frame; ``choose`` (B, N) int64 flat pixel index into the crop; ``category_label``
                 (B,) or (B, 1) int64, 0-based. Not modified.
             queue_idx: (C, S) int64, the queue entries to draw per category (model.md §16c); None draws
-                with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``.
+                with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``. A (B, C, S) tensor
+                gives each object its own draw (``queue_feats[b, j] = queue[cls_b, queue_idx[b, cls_b, j]]``):
+                the test path runs the objects of several images, each with its image's draw, in one forward.
             generator: training only: draws the augmentation (unless ``augmentation`` is given) and the
                 teacher's DropPath masks.
             augmentation: training only: explicit ``(rotation (B,3,3), translation (B,1,3), scale (B,1))``.
@@ -259,7 +262,13 @@ class CleanPoseNet(nn.Module):
                 drawn = self.queue.draw(
                     config.front_door.num_queue_samples, queue_idx=queue_idx, random_state=queue_random_state
                 )
-                queue_feats = drawn[categories.to(drawn.device)]
+                labels = categories.to(drawn.device)
+                if drawn.dim() == 4 and drawn.shape[0] != batch_size:
+                    raise ValueError(f"queue_idx holds {drawn.shape[0]} per-object draws; the batch has {batch_size}")
+                if drawn.dim() == 4:  # one draw per object
+                    queue_feats = drawn[torch.arange(batch_size, device=drawn.device), labels]
+                else:
+                    queue_feats = drawn[labels]
             outputs["queue_feats"] = queue_feats
 
         centroid = points.mean(dim=1, keepdim=True)
@@ -478,10 +487,12 @@ def save_checkpoint(
     step: int | None = None,
     rng: Mapping[str, Any] | None = None,
     run_config: Mapping[str, Any] | None = None,
+    hooks: Mapping[str, Any] | None = None,
 ) -> None:
     """Atomically write a checkpoint dict (see the module docstring) loadable with ``weights_only=True``.
 
-    ``run_config`` is the whole training config (a plain dict) when a trainer writes the file.
+    ``run_config`` is the whole training config (a plain dict) when a trainer writes the file; ``hooks``
+    the training hooks' state (plain values: the best validation metric so far, …), None otherwise.
     """
     state = {key: value.detach().cpu() for key, value in model.state_dict().items() if not key.startswith("queue.")}
     queue = model.queue.features.detach().cpu().clone() if model.queue.is_filled else None
@@ -495,6 +506,7 @@ def save_checkpoint(
         "step": step,
         "rng": rng,
         "run_config": run_config,
+        "hooks": hooks,
     }
     with atomic_writer(Path(path)) as handle:
         torch.save(checkpoint, handle)
