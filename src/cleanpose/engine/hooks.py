@@ -240,17 +240,10 @@ class ValidationHook(HookBase):
 
     def _validate(self, step: int, epoch: int) -> None:
         start = time.perf_counter()
-        trainer = self.trainer
         if self.items is None:
             self.items = self._load_items()
-        network = trainer.network
-        network.eval()
-        bf16 = self.config.run.precision == "bf16"
-        with torch.autocast(device_type=trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
-            results = [result for _, result in predict_items(network, self.items, device=trainer.device,
-                                                             seed=self.config.run.seed)]  # fmt: skip
-        network.train()
-        means = metrics_to_json(evaluate_results(results, self.config.data.format))["mean"]
+            logger.info("validation set: %d images of %s", len(self.items), self.config.data.val_split)
+        means = self._mean_aps()
         record = {
             "step": step, "epoch": epoch, **means, "images": len(self.items),
             "objects": sum(item["pts"].shape[0] for item in self.items), "seconds": time.perf_counter() - start,
@@ -261,16 +254,34 @@ class ValidationHook(HookBase):
             if value is not None:
                 self.writer.add_scalar(f"val/{key}", value, step)
         self.writer.flush()
-        key, value = self.config.run.best_metric, means[self.config.run.best_metric]
-        if value is not None and (self.best["value"] is None or value > self.best["value"]):
-            self.best = {"value": value, "step": step}
-            save_training_state(
-                self.best_path, network, trainer.optimizer, trainer.scheduler, step, self.config,
-                hooks=trainer.hook_state(),
-            )
+        self._keep_best(step, means[self.config.run.best_metric])
         logger.info("validation at step %d: %s (%d objects, %.1f s); best %s %s at step %s", step,
                     "  ".join(f"{name} {_percent(ap)}" for name, ap in means.items()), record["objects"],
-                    record["seconds"], key, _percent(self.best["value"]), self.best["step"])  # fmt: skip
+                    record["seconds"], self.config.run.best_metric, _percent(self.best["value"]),
+                    self.best["step"])  # fmt: skip
+
+    def _mean_aps(self) -> dict[str, float | None]:
+        """The seven mean APs of the network on the validation items (None: undefined)."""
+        trainer, network = self.trainer, self.trainer.network
+        was_training = network.training
+        network.eval()
+        bf16 = self.config.run.precision == "bf16"
+        with torch.autocast(device_type=trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
+            predictions = predict_items(network, self.items, device=trainer.device, seed=self.config.run.seed)
+            results = [result for _, result in predictions]
+        network.train(was_training)
+        return metrics_to_json(evaluate_results(results, self.config.data.format))["mean"]
+
+    def _keep_best(self, step: int, value: float | None) -> None:
+        """Write best.pt when `value` beats every earlier validation."""
+        if value is None or (self.best["value"] is not None and value <= self.best["value"]):
+            return
+        self.best = {"value": value, "step": step}
+        trainer = self.trainer
+        save_training_state(
+            self.best_path, trainer.network, trainer.optimizer, trainer.scheduler, step, self.config,
+            hooks=trainer.hook_state(),
+        )
 
     def after_train(self) -> None:
         if self.writer is None:
