@@ -48,9 +48,12 @@ def test_two_gloo_ranks_equal_one_process_with_two_micro_batches(train_config_fi
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _cli("train", "--config", str(config), "--set", f"run.out_dir={single}", "run.micro_batches=2")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "cleanpose", "--quiet", "train", "--config", str(config), "--set", f"run.out_dir={ddp}"]  # fmt: skip
+                "-m", "cleanpose", "--quiet", "train", "--config", str(config), "--set", f"run.out_dir={ddp}",
+                "run.validate_every=1", "data.val_split=real", "data.val_masks=gt"]  # fmt: skip
     done = subprocess.run(torchrun, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # validation (rank 0 only, the other rank at a barrier) leaves the training unchanged
+    assert [record["step"] for record in read_loss_log(ddp / "metrics.jsonl")] == [1, 2]
 
     _assert_losses_close(_losses(ddp), _losses(single), rel=1e-5)
     one, two = read_checkpoint(single / "checkpoints/last.pt"), read_checkpoint(ddp / "checkpoints/last.pt")

@@ -145,6 +145,21 @@ def test_draw_with_explicit_indices():
         queue.draw(3, queue_idx=index.float())
 
 
+def test_draw_with_one_draw_per_object():
+    queue = _filled_queue()
+    index = torch.tensor([[[4, 0], [1, 1], [0, 3]], [[2, 2], [3, 0], [1, 4]]])  # (B=2, C=3, S=2)
+    drawn = queue.draw(2, queue_idx=index)
+    assert drawn.shape == (2, 3, 2, 4)
+    for b in range(2):
+        for c in range(3):
+            for j in range(2):
+                assert torch.equal(drawn[b, c, j], queue.features[c, int(index[b, c, j])])
+    with pytest.raises(ValueError, match=r"queue_idx has shape \(2, 2, 2\); expected \(3, 2\)"):
+        queue.draw(2, queue_idx=index[:, :2])
+    with pytest.raises(ValueError, match=r"queue_idx has shape \(1, 2, 3, 2\)"):
+        queue.draw(2, queue_idx=index[None])
+
+
 def test_default_sampler_reproduces_the_reference_draw():
     queue = _filled_queue(num_categories=4, length=9)
     drawn = queue.draw(3, random_state=np.random.RandomState(7))

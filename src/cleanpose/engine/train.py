@@ -115,10 +115,17 @@ class Trainer:
         return self.step // self.steps_per_epoch
 
     def state_dict(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "hooks": self.hook_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
+        for hook in self.hooks:
+            if type(hook).__name__ in state.get("hooks", {}):
+                hook.load_state_dict(state["hooks"][type(hook).__name__])
+
+    def hook_state(self) -> dict:
+        """``{hook class name: state}`` of the hooks that keep state (saved in every checkpoint)."""
+        return {type(hook).__name__: hook.state_dict() for hook in self.hooks if hook.state_dict()}
 
     def _loaders(self, epoch: int, start_step: int) -> list[Iterator]:
         loaders = []

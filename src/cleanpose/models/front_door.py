@@ -227,12 +227,14 @@ class ConfounderQueue(nn.Module):
         Args:
             num_samples: S (reference ``select_num``).
             queue_idx: optional (C, S) int64 tensor, any device: row c lists the entries of category c to
-                take, in order. When given, no random number is drawn.
+                take, in order. When given, no random number is drawn. A (B, C, S) tensor holds one such
+                draw per object (objects of several images in one forward, each with its image's draw).
             random_state: legacy NumPy generator for the default sampler (see :meth:`sample_indices`);
                 ignored when ``queue_idx`` is given.
 
         Returns:
-            (C, S, D) float32 on the queue's device, ``out[c, j] = features[c, queue_idx[c, j]]``.
+            (C, S, D) float32 on the queue's device, ``out[c, j] = features[c, queue_idx[c, j]]``;
+            (B, C, S, D) for a (B, C, S) ``queue_idx``, ``out[b, c, j] = features[c, queue_idx[b, c, j]]``.
 
         Raises:
             CheckpointError: the queue was never filled (no queue in the checkpoint).
@@ -256,9 +258,10 @@ class ConfounderQueue(nn.Module):
 
     def _check_queue_idx(self, queue_idx: torch.Tensor, num_samples: int) -> torch.Tensor:
         expected = (self.num_categories, num_samples)
-        if tuple(queue_idx.shape) != expected:
+        if tuple(queue_idx.shape[-2:]) != expected or queue_idx.dim() not in (2, 3):
             raise ValueError(
                 f"queue_idx has shape {tuple(queue_idx.shape)}; expected {expected} (categories, select_num)"
+                " or (objects, categories, select_num)"
             )
         if queue_idx.dtype.is_floating_point or queue_idx.dtype.is_complex or queue_idx.dtype == torch.bool:
             raise ValueError(f"queue_idx has dtype {queue_idx.dtype}; expected an integer dtype (int64)")

@@ -3,7 +3,8 @@
 Data flow of one forward (model.md §0), B objects of N points:
 
 1. Queue draw (no gradient, before anything else): S entries per category from the confounder queue,
-   ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S) replaces the draw.
+   ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S), or (B, C, S) with one
+   draw per object, replaces the draw.
 2. ``c = mean(pts)``; the points are centred.
 3. RGB features gathered at ``choose`` (B, 128, N).
 4. Training only: in-model augmentation ``pts = ((pts − dt) / ds) @ dR`` drawn from a ``torch.Generator``.
@@ -219,7 +220,9 @@ class CleanPoseNet(nn.Module):
                 camera frame; ``choose`` (B, N) int64 flat pixel index into the crop; ``category_label``
                 (B,) or (B, 1) int64, 0-based. Not modified.
             queue_idx: (C, S) int64, the queue entries to draw per category (model.md §16c); None draws
-                with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``.
+                with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``. A (B, C, S) tensor
+                gives each object its own draw (``queue_feats[b, j] = queue[cls_b, queue_idx[b, cls_b, j]]``):
+                the test path runs the objects of several images, each with its image's draw, in one forward.
             generator: training only: draws the augmentation (unless ``augmentation`` is given), the
                 RGB backbone's dropout and the teacher's DropPath masks.
             augmentation: training only: explicit ``(rotation (B,3,3), translation (B,1,3), scale (B,1))``.
@@ -264,7 +267,7 @@ class CleanPoseNet(nn.Module):
                 drawn = self.queue.draw(
                     self.config.front_door.num_queue_samples, queue_idx=queue_idx, random_state=queue_random_state
                 )
-                queue_feats = drawn[categories.to(drawn.device)]
+                queue_feats = _select_queue_features(drawn, categories.to(drawn.device))
         centroid = points.mean(dim=1, keepdim=True)
         features = self.forward_features(
             rgb, points - centroid, choose, queue_feats, augmentation=augmentation, generator=generator
@@ -419,6 +422,19 @@ class NetworkFeatures:
         if self.queue_feats is not None:
             outputs["queue_feats"] = self.queue_feats
         return outputs
+
+
+def _select_queue_features(drawn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, S, D) queue features of each object's category from a (C, S, D) draw or a (B, C, S, D) per-object one.
+
+    Raises:
+        ValueError: a per-object draw whose count differs from the batch size.
+    """
+    if drawn.dim() == 3:
+        return drawn[labels]
+    if drawn.shape[0] != labels.shape[0]:
+        raise ValueError(f"queue_idx holds {drawn.shape[0]} per-object draws; the batch has {labels.shape[0]}")
+    return drawn[torch.arange(labels.shape[0], device=drawn.device), labels]
 
 
 def _float32_geometry(points: torch.Tensor):
