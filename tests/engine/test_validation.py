@@ -17,7 +17,7 @@ from cleanpose.engine.hooks import HookBase, read_loss_log
 from cleanpose.engine.test import evenly_spaced
 from cleanpose.engine.train import train
 from cleanpose.errors import ConfigError
-from cleanpose.models.net import read_checkpoint
+from cleanpose.models.checkpoint import read_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SEVEN = ("iou25", "iou50", "iou75", "5deg2cm", "5deg5cm", "10deg2cm", "10deg5cm")
