@@ -287,7 +287,7 @@ def generate(
                 "image_size": list(image_size), "splits": list(splits), "noise": dataclasses.asdict(noise),
                 "instances_per_category": instances_per_category, "objects_range": list(objects_range)}
     if meshes is not None:
-        settings["models"] = {"folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
+        settings["imported_meshes"] = {"folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
                               "skipped": list(meshes.catalog.skipped), "test_fraction": meshes.test_fraction,
                               "procedural_fraction": meshes.procedural_fraction}
     if backgrounds is not None:

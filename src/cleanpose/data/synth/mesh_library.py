@@ -378,7 +378,6 @@ def scan_models(models_dir, format: str, skip_bad: bool = False) -> MeshCatalog:
     root = Path(models_dir)
     if not root.is_dir():
         raise UsageError(f"{root}: --models folder does not exist")
-    skipped: list[str] = []
     if (root / MAPPING_FILE).is_file() or not any((root / name).is_dir() for name in NOCS_LAYOUT_FOLDERS):
         if (root / MAPPING_FILE).is_file():
             try:
@@ -389,26 +388,24 @@ def scan_models(models_dir, format: str, skip_bad: bool = False) -> MeshCatalog:
                                           format)
         else:
             candidates = _folder_entries(root, format)
-        entries = []
-        for path, settings, where in candidates:
-            if settings is None:  # an empty category folder
-                if not skip_bad:
-                    raise DataFormatError(where)
-                skipped.append(where)
-                continue
-            entries.append(_make_entry(path, settings, format, where))
+        entries = [None if settings is None else _make_entry(path, settings, format, where)
+                   for path, settings, where in candidates]
+        problems = [where if settings is None else None for _, settings, where in candidates]
     else:
         entries = _nocs_layout_entries(root, format)
-    _unique_names(entries)
-    usable = []
-    for entry in entries:
+        problems = [None] * len(entries)
+    _unique_names([entry for entry in entries if entry is not None])
+    usable, skipped = [], []
+    for entry, problem in zip(entries, problems):
         try:
+            if problem is not None:  # an empty category folder
+                raise DataFormatError(problem)
             load_mesh(entry)
         except DataFormatError as error:
             if not skip_bad:
                 raise
             skipped.append(str(error))
-            logger.warning("skipped bad mesh: %s", error)
+            logger.warning("skipped: %s", error)
             continue
         usable.append(entry)
     if skipped:

@@ -174,7 +174,10 @@ def mixed_mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
     for row, category in enumerate(format_categories("nocs")):
         if not any(instance.source is not None and instance.category == category for instance in instances):
             continue
-        unique = {(i.source, i.unit): i for i in instances if i.category == category}
+        unique: dict = {}
+        for instance in instances:  # an imported mesh in CAMERA and REAL training counts once
+            if instance.category == category:
+                unique.setdefault((instance.source, instance.unit), instance)
         members = list(unique.values())
         clouds = [writer_nocs.model_points(instance, seed) for instance in members]
         points = clouds[chamfer_medoid(clouds)]
