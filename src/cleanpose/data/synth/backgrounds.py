@@ -25,7 +25,7 @@ from cleanpose.errors import DataFormatError, UsageError
 logger = logging.getLogger(__name__)
 
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
-MARGIN_RANGE = (0.15, 0.8)
+MARGIN_RANGE = (0.05, 0.5)
 """Distance of the photo plane behind the farthest object vertex, metres (uniform)."""
 
 

@@ -28,9 +28,10 @@ canonical axes, converted to metres, centred on their tight axis-aligned box and
 Canonical axes are those of `cleanpose.data.synth.shapes`: **y up**, and per category the facing of its
 docstring (camera lens, laptop display, remote emitter, shoe toe, tube cap, cutlery working end at **+z**; mug,
 cup and teapot handle/spout on the x axis, mug and cup handle at **+x**). To check a mesh, render it
-with ``cleanpose synth --models DIR --preview``: the NOCS column colours +x red, +y green and +z blue
-(``B = 255·(0.5 − z)`` as stored, so the side at +z is the *darker* blue), and the mug handle must be
-the reddest part of the mug.
+with ``cleanpose synth --models DIR --preview``: its last column shows the NOCS coordinates as colours,
+``(R, G, B) = 255·(q + 0.5)``, so the top of every object must be the greenest part, the side at +z the
+bluest (the lens of a camera, the display of a laptop) and a mug's handle the reddest part. (The
+``_coord.png`` files store ``B = 255·(0.5 − q_z)``, data_formats.md §1.5; the preview does not.)
 
 Symmetry: the formats label symmetry per category (NOCS bottle, bowl, can; HouseCat6D bottle, can,
 glass), except NOCS mugs, whose evaluation treats a mug as symmetric in frames where its handle is not
