@@ -165,12 +165,16 @@ def _write_bad_inputs(root):
     write_textured_box(root / "laptop", "untextured", LOWER_CM, EXTENTS_CM, texture_name="gone.png")
     (root / "mug").mkdir()
     (root / "mug" / "readme.txt").write_text("no mesh here")
+    write_textured_box(root / "bottle", "broken_texture", LOWER_CM, EXTENTS_CM)
+    (root / "bottle" / "broken_texture.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
 
 def test_bad_inputs_raise_naming_the_file(tmp_path):
     _write_bad_inputs(tmp_path)
     # folders are checked in sorted order; each error names the file, then its folder is removed
-    for folder, message in (("bowl", r"bowl/broken.ply: cannot be read as a mesh"),
+    for folder, message in (("bottle", r"bottle/broken_texture.obj: texture .*broken_texture.png cannot be read as an "
+                                       r"image"),
+                            ("bowl", r"bowl/broken.ply: cannot be read as a mesh"),
                             ("can", r"can/points.obj: mesh has no faces"),
                             ("laptop", r"laptop/untextured.obj: texture .*gone.png named in .*untextured.mtl does not "
                                        r"exist"),
@@ -194,11 +198,12 @@ def test_skip_bad_counts_and_logs_every_skip(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="cleanpose.data.synth.mesh_library"):
         catalog = scan_models(tmp_path, "nocs", skip_bad=True)
     assert [entry.name for entry in catalog.entries] == ["good"]
-    assert len(catalog.skipped) == 4
-    for text in ("broken.ply: cannot be read", "points.obj: mesh has no faces", "gone.png", "holds no mesh"):
+    assert len(catalog.skipped) == 5
+    for text in ("broken.ply: cannot be read", "points.obj: mesh has no faces", "gone.png", "holds no mesh",
+                 "broken_texture.png cannot be read as an image"):
         assert sum(text in line for line in catalog.skipped) == 1
-    assert "skipped 4 bad mesh file(s) or folder(s)" in caplog.text
-    assert caplog.text.count("skipped: ") == 4
+    assert "skipped 5 bad mesh file(s) or folder(s)" in caplog.text
+    assert caplog.text.count("skipped: ") == 5
 
 
 def test_mapping_file_errors(tmp_path):

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import PIL.Image
 import trimesh
 import yaml
 
@@ -142,7 +143,7 @@ class LoadedMesh(NamedTuple):
 
 
 def _check_obj_materials(path: Path) -> None:
-    """Raise `DataFormatError` when an OBJ names an MTL file, or an MTL a diffuse map, that does not exist."""
+    """Raise `DataFormatError` when an OBJ names an MTL file, or an MTL a diffuse map, that is missing or unreadable."""
     for line in path.read_text(errors="replace").splitlines():
         if not line.startswith("mtllib"):
             continue
@@ -155,6 +156,11 @@ def _check_obj_materials(path: Path) -> None:
                 texture = library.parent / words[-1]  # options such as "-s 1 1 1" come before the file name
                 if not texture.is_file():
                     raise DataFormatError(f"{path}: texture {texture} named in {library} does not exist")
+                try:
+                    with PIL.Image.open(texture) as image:
+                        image.verify()
+                except Exception as error:  # PIL raises several types for broken files
+                    raise DataFormatError(f"{path}: texture {texture} cannot be read as an image ({error})") from None
 
 
 def _rotation(entry: MeshEntry) -> np.ndarray:

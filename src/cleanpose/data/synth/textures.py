@@ -78,9 +78,11 @@ def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     left, top = left.astype(np.int64), top.astype(np.int64)
     right, bottom = np.mod(left + 1, width), np.mod(top + 1, height)
     left, top = np.mod(left, width), np.mod(top, height)
-    texels = image.astype(np.float64) / 255.0
-    upper = texels[top, left] * (1 - right_weight) + texels[top, right] * right_weight
-    lower = texels[bottom, left] * (1 - right_weight) + texels[bottom, right] * right_weight
+    def texels(rows, columns):  # gather first: converting the whole image per call would dominate
+        return image[rows, columns].astype(np.float64) / 255.0
+
+    upper = texels(top, left) * (1 - right_weight) + texels(top, right) * right_weight
+    lower = texels(bottom, left) * (1 - right_weight) + texels(bottom, right) * right_weight
     return upper * (1 - bottom_weight) + lower * bottom_weight
 
 
