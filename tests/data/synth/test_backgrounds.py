@@ -53,7 +53,8 @@ def test_photo_plane_depth_and_colour_are_consistent(tmp_path):
         camera = scene.cameras[frame]
         farthest = 0.0  # the farthest object vertex in the camera frame, by hand
         for placed in scene.objects:
-            world = placed.scale * instance_shape(placed.instance).mesh.vertices @ placed.rotation.T + placed.translation
+            vertices = instance_shape(placed.instance).mesh.vertices
+            world = placed.scale * vertices @ placed.rotation.T + placed.translation
             farthest = max(farthest, float((world @ camera.rotation.T + camera.translation)[:, 2].max()))
         margin = draw_backdrop(backgrounds, SIZE, np.random.default_rng([seed, SPLIT_CODES[split], 0, 4, frame])).margin
         plane = farthest + margin

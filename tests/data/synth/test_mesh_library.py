@@ -183,6 +183,11 @@ def test_bad_inputs_raise_naming_the_file(tmp_path):
             scan_models(tmp_path, "nocs")
         shutil.rmtree(tmp_path / folder)
     assert [entry.name for entry in scan_models(tmp_path, "nocs").entries] == ["good"]
+    (tmp_path / "can").mkdir()
+    (tmp_path / "can" / "scan.gltf").write_text('{"asset": {"version": "2.0"}, "images": [{"uri": "gone%20too.png"}]}')
+    with pytest.raises(DataFormatError, match=r"can/scan.gltf: texture .*gone too.png named in .*scan.gltf does not"):
+        scan_models(tmp_path, "nocs")
+    shutil.rmtree(tmp_path / "can")
     (tmp_path / "chair").mkdir()
     with pytest.raises(DataFormatError, match=r"chair: unknown nocs category 'chair'; valid categories: bottle, bowl, "
                                               r"camera, can, laptop, mug"):
@@ -212,7 +217,8 @@ def test_mapping_file_errors(tmp_path):
         ({"models": [{"file": "box.obj", "category": "mug", "colour": 1}]},
          r"models\[0\]: unknown key\(s\) colour; valid keys: file, category"),
         ({"models": [{"file": "box.obj"}]}, r"models\[0\]: 'file' and 'category' are required"),
-        ({"models": [{"file": "box.obj", "category": "mug", "unit": "inch"}]}, r"unit 'inch'; expected one of m, cm, mm"),
+        ({"models": [{"file": "box.obj", "category": "mug", "unit": "inch"}]},
+         r"unit 'inch'; expected one of m, cm, mm"),
         ({"models": [{"file": "box.obj", "category": "mug", "up": "+y", "front": "-y"}]}, "must be different axes"),
         ({"models": [{"file": "box.obj", "category": "mug", "transform": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0],
                                                                               [0, 0, 0, 1]]}]}, "is not orthogonal"),

@@ -154,7 +154,8 @@ def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: i
     for frame in range(frames):
         backdrop = None
         if backgrounds is not None:
-            backdrop = draw_backdrop(backgrounds, image_size, np.random.default_rng([seed, code, scene_index, 4, frame]))
+            backdrop = draw_backdrop(backgrounds, image_size,
+                                     np.random.default_rng([seed, code, scene_index, 4, frame]))
         arrays = render_frame(scene, frame, intrinsics, image_size, noise,
                               np.random.default_rng([seed, code, scene_index, 1, frame]), backdrop=backdrop)
         yield scene, intrinsics, frame, arrays
@@ -307,7 +308,8 @@ def generate(
         encoding.write_pickle_atomic(root / "obj_models" / "mug_meta.pkl", mug_meta)
         training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split], meshes)
                     for split in ("camera_train", "real_train")]
-        writer_nocs.write_mean_shapes(root, training, seed, None if meshes is None else mixed_mean_shapes(training, seed))
+        priors = None if meshes is None else mixed_mean_shapes(training, seed)
+        writer_nocs.write_mean_shapes(root, training, seed, priors)
 
     tasks = [
         _Task(str(root), format, split, scene, int(frames_per_scene), int(seed), image_size, noise,

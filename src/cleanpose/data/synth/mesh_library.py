@@ -44,7 +44,7 @@ found as in SPD's mug re-centring: the body is the cylinder about the vertical a
 
 Bad input (a file that does not load, has no faces or zero area, an OBJ whose MTL or texture file is
 missing, a category folder without meshes, an unknown category) raises `DataFormatError` naming the
-file; with ``skip_bad`` the file (or folder) is left out instead, logged and counted in
+file (a glTF's external image included); with ``skip_bad`` the file (or folder) is left out instead, logged and counted in
 `MeshCatalog.skipped`. Meshes need not be watertight: they are ray cast and sampled by area, both of
 which take any triangle soup (through a hole one sees the inside, as a camera would).
 """
@@ -53,8 +53,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import re
+import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -153,14 +155,30 @@ def _check_obj_materials(path: Path) -> None:
         for material_line in library.read_text(errors="replace").splitlines():
             words = material_line.split()
             if words and words[0] == "map_Kd" and len(words) > 1:
-                texture = library.parent / words[-1]  # options such as "-s 1 1 1" come before the file name
-                if not texture.is_file():
-                    raise DataFormatError(f"{path}: texture {texture} named in {library} does not exist")
-                try:
-                    with PIL.Image.open(texture) as image:
-                        image.verify()
-                except Exception as error:  # PIL raises several types for broken files
-                    raise DataFormatError(f"{path}: texture {texture} cannot be read as an image ({error})") from None
+                # options such as "-s 1 1 1" come before the file name
+                _check_image(path, library.parent / words[-1], library)
+
+
+def _check_gltf_images(path: Path) -> None:
+    """Raise `DataFormatError` when a .gltf names an external image file that is missing or unreadable."""
+    try:
+        document = json.loads(path.read_text(errors="replace"))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}: cannot be read as a mesh (not valid glTF JSON: {error})") from None
+    for image in document.get("images", []) if isinstance(document, dict) else []:
+        uri = image.get("uri") if isinstance(image, dict) else None
+        if uri and not uri.startswith("data:"):
+            _check_image(path, path.parent / urllib.parse.unquote(uri), path)
+
+
+def _check_image(path: Path, texture: Path, named_in: Path) -> None:
+    if not texture.is_file():
+        raise DataFormatError(f"{path}: texture {texture} named in {named_in} does not exist")
+    try:
+        with PIL.Image.open(texture) as image:
+            image.verify()
+    except Exception as error:  # PIL raises several types for broken files
+        raise DataFormatError(f"{path}: texture {texture} cannot be read as an image ({error})") from None
 
 
 def _rotation(entry: MeshEntry) -> np.ndarray:
@@ -178,8 +196,10 @@ def handle_faces(mesh: trimesh.Trimesh) -> np.ndarray:
 
 
 def _read_parts(path: Path) -> list[trimesh.Trimesh]:
-    if path.suffix.lower() == ".obj":
+    if path.suffix.lower() == ".obj":  # trimesh drops a missing texture with a log line only
         _check_obj_materials(path)
+    elif path.suffix.lower() == ".gltf":
+        _check_gltf_images(path)
     try:
         scene = trimesh.load(str(path), force="scene", process=False)
         parts = [geometry for geometry in scene.dump() if isinstance(geometry, trimesh.Trimesh)]
@@ -323,7 +343,7 @@ def _mapping_entries(root: Path, data: dict, format: str) -> list[tuple[Path, di
 
 
 def _folder_entries(root: Path, format: str) -> list[tuple[Path, dict, str]]:
-    """(file, settings, where) of ``root/<category>/<instance>.<ext>``; an empty category folder gives (folder, None)."""
+    """(file, settings, where) of ``root/<category>/<instance>.<ext>``; an empty category folder: (folder, None)."""
     found = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir()):
         _check_category(folder.name, format, str(folder))

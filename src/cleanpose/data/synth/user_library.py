@@ -70,7 +70,7 @@ def split_entries(entries: tuple[MeshEntry, ...], category_index: int, seed: int
     if len(entries) < 2:
         raise UsageError(f"category {entries[0].category} has a single mesh ({entries[0].path}); it cannot be held "
                          "out for test and used for training: add meshes or pass --test-fraction 0")
-    held = min(max(int(round(test_fraction * len(entries))), 1), len(entries) - 1)
+    held = min(max(round(test_fraction * len(entries)), 1), len(entries) - 1)
     order = np.random.default_rng([seed, 11, category_index]).permutation(len(entries))
     chosen = sorted(order[:held]) if test else sorted(order[held:])
     return tuple(entries[i] for i in chosen)
@@ -98,7 +98,8 @@ def _user_instance(entry: MeshEntry, format: str, split: str, seed: int, class_i
                     synset, diagonal, entry)
 
 
-def build_mixed_library(format: str, split: str, seed: int, per_category: int, settings: MeshSettings) -> list[Instance]:
+def build_mixed_library(format: str, split: str, seed: int, per_category: int,
+                        settings: MeshSettings) -> list[Instance]:
     """The object models of one split: the split's share of the user's meshes plus procedural instances.
 
     Args:
@@ -121,14 +122,15 @@ def build_mixed_library(format: str, split: str, seed: int, per_category: int, s
         entries = split_entries(settings.catalog.of_category(category), class_index, seed, settings.test_fraction, test)
         chosen.append(entries)
         share = settings.procedural_fraction
-        count = int(round(len(entries) * share / (1.0 - share))) if entries else (per_category if share > 0 else 0)
+        count = round(len(entries) * share / (1.0 - share)) if entries else (per_category if share > 0 else 0)
         procedural_counts.append(count)
     procedural = build_library(format, split, seed, max(procedural_counts)) if max(procedural_counts) else []
     library = []
     for class_index, category in enumerate(categories):
         library += [_user_instance(entry, format, split, seed, class_index, index)
                     for index, entry in enumerate(chosen[class_index])]
-        library += [instance for instance in procedural if instance.category == category][:procedural_counts[class_index]]
+        of_category = [instance for instance in procedural if instance.category == category]
+        library += of_category[:procedural_counts[class_index]]
     names = [instance.name for instance in library]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
