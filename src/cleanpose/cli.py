@@ -124,10 +124,13 @@ def _run_synth(args: argparse.Namespace) -> int:
         image_size = (width, height)
     noise = SensorNoise(enabled=not args.no_noise)
     meshes = backgrounds = None
+    if args.models is None and (args.test_fraction is not None or args.procedural_fraction is not None):
+        raise UsageError("--test-fraction and --procedural-fraction apply to --models meshes; pass --models DIR")
     if args.models is not None:
         from cleanpose.data.synth.user_library import mesh_settings
 
-        meshes = mesh_settings(args.models, args.format, args.test_fraction, args.procedural_fraction, args.skip_bad)
+        meshes = mesh_settings(args.models, args.format, 0.25 if args.test_fraction is None else args.test_fraction,
+                               args.procedural_fraction or 0.0, args.skip_bad)
     if args.backgrounds is not None:
         from cleanpose.data.synth.backgrounds import scan_backgrounds
 
@@ -173,10 +176,10 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
                             "or a NOCS obj_models folder (docs/synth_meshes.md)")
     synth.add_argument("--backgrounds", type=Path, default=None,
                        help="folder of JPG/PNG photos composited behind the scenes")
-    synth.add_argument("--test-fraction", type=float, default=0.25,
+    synth.add_argument("--test-fraction", type=float, default=None,
                        help="with --models: fraction of each category's meshes held out for the test splits "
                             "(default 0.25; 0 = every mesh in every split)")
-    synth.add_argument("--procedural-fraction", type=float, default=0.0,
+    synth.add_argument("--procedural-fraction", type=float, default=None,
                        help="with --models: share of procedural instances per category, in [0, 1) (default 0)")
     synth.add_argument("--skip-bad", action="store_true",
                        help="leave out (log and count) unreadable meshes, empty category folders and bad photos "

@@ -71,6 +71,8 @@ def test_cli_synth_with_models_backgrounds_and_skip_bad(tmp_path, capsys):
                  "--splits", "camera_train,camera_val", "--test-fraction", "0.5", "--procedural-fraction", "0.25"]
     assert main(arguments) == 2
     assert "mug/broken.obj: mesh has no faces" in capsys.readouterr().err  # its face names missing vertices
+    assert main(["synth", "--out", str(tmp_path / "e"), "--procedural-fraction", "0.5"]) == 2
+    assert "apply to --models meshes; pass --models DIR" in capsys.readouterr().err
     assert main(arguments + ["--skip-bad"]) == 0
     assert "wrote 2 frames" in capsys.readouterr().out
     marker = json.loads((tmp_path / "d" / "cleanpose_synth.json").read_text())

@@ -422,6 +422,21 @@ def _shadowed(caster: MeshCaster, points: np.ndarray, normals: np.ndarray, diffu
     return shadowed
 
 
+def _place_photo_plane(plane_depth: float, rays: np.ndarray, owner: np.ndarray, points: np.ndarray,
+                       normals: np.ndarray, cos_incidence: np.ndarray) -> np.ndarray:
+    """Put the camera-facing photo plane ``z = plane_depth`` in front of every non-object hit beyond it.
+
+    Updates the per-pixel arrays of `render_frame` in place (owner −4 marks the plane) and returns the
+    (H, W) bool mask of the plane's pixels.
+    """
+    photo = (owner < 0) & ((owner == -3) | (points[:, :, 2] > plane_depth))
+    owner[photo] = -4
+    points[photo] = rays[photo] * plane_depth
+    normals[photo] = np.array([0.0, 0.0, -1.0])
+    cos_incidence[photo] = 1.0 / np.linalg.norm(rays[photo], axis=1)
+    return photo
+
+
 def render_frame(
     scene: SceneSpec,
     frame: int,
@@ -442,8 +457,8 @@ def render_frame(
         noise: depth sensor model.
         generator: source of the lighting jitter, colour noise and depth noise draws.
         shadows: cast shadow rays from the objects onto the table and each other.
-        backdrop: a photo composited behind the scene: it is shown, unshaded, on the camera-facing plane
-            ``z = `` (farthest object vertex + `Backdrop.margin`), which replaces the room and hides the
+        backdrop: a photo composited behind the scene: shown, unshaded, on the camera-facing plane at
+            depth z = (farthest object vertex) + `Backdrop.margin`, which replaces the room and hides the
             table beyond it, so depth and colour stay consistent (see `cleanpose.data.synth.backgrounds`).
 
     Returns:
@@ -509,12 +524,8 @@ def render_frame(
         barycentric[front] = hits.barycentric[front]
     photo = np.zeros((height, width), dtype=bool)
     if backdrop is not None:
-        plane_depth = max(vertices[:, 2].max() for vertices in vertex_blocks) + backdrop.margin if meshes else 1.0
-        photo = (owner < 0) & ((owner == -3) | (points[:, :, 2] > plane_depth))
-        owner[photo] = -4
-        points[photo] = rays[photo] * plane_depth
-        normals[photo] = np.array([0.0, 0.0, -1.0])
-        cos_incidence[photo] = 1.0 / np.linalg.norm(rays[photo], axis=1)
+        farthest = max((float(vertices[:, 2].max()) for vertices in vertex_blocks), default=0.5)
+        photo = _place_photo_plane(farthest + backdrop.margin, rays, owner, points, normals, cos_incidence)
     object_index = np.where(owner >= 0, owner, -1).astype(np.int16)
     depth = np.where(owner != -3, points[:, :, 2], 0.0)
 

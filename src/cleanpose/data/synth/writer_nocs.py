@@ -443,7 +443,8 @@ def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
     return np.stack(priors)
 
 
-def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int, priors: np.ndarray | None = None) -> None:
+def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int,
+                      priors: np.ndarray | None = None) -> None:
     """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it.
 
     `priors` replaces `mean_shapes` (libraries of imported meshes, `user_library.mixed_mean_shapes`).
