@@ -289,8 +289,9 @@ def generate(
                 "instances_per_category": instances_per_category, "objects_range": list(objects_range)}
     if meshes is not None:
         settings["imported_meshes"] = {
-            "folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries), "skipped": list(meshes.catalog.skipped),
-            "test_fraction": meshes.test_fraction, "procedural_fraction": meshes.procedural_fraction}
+            "folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
+            "skipped": list(meshes.catalog.skipped), "test_fraction": meshes.test_fraction,
+            "procedural_fraction": meshes.procedural_fraction}
     if backgrounds is not None:
         settings["backgrounds"] = {"photos": len(backgrounds.paths), "skipped": list(backgrounds.skipped)}
     encoding.write_text_atomic(root / MARKER_FILE, json.dumps({"complete": False, **settings}, indent=1) + "\n")

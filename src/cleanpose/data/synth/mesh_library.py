@@ -42,10 +42,11 @@ found as in SPD's mug re-centring: the body is the cylinder about the vertical a
 ``x = min x + (max z − min z)/2`` with radius ``(max z − min z)/2``; faces whose centre lies more than
 5 % of that radius outside it are the handle.
 
-Bad input (a file that does not load, has no faces or zero area, an OBJ whose MTL or texture file is
-missing, a category folder without meshes, an unknown category) raises `DataFormatError` naming the
-file (a glTF's external image included); with ``skip_bad`` the file (or folder) is left out instead, logged and counted in
-`MeshCatalog.skipped`. Meshes need not be watertight: they are ray cast and sampled by area, both of
+Bad input (a file that does not load, has no faces or zero area, an OBJ whose MTL or texture file, or
+a glTF whose external image, is missing or unreadable, a category folder without meshes) raises
+`DataFormatError` naming the file; with ``skip_bad`` the file (or folder) is left out instead, logged
+and counted in `MeshCatalog.skipped`. An unknown category is always an error. Meshes need not be
+watertight: they are ray cast and sampled by area, both of
 which take any triangle soup (through a hole one sees the inside, as a camera would).
 """
 
