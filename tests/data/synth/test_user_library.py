@@ -179,3 +179,22 @@ def test_housecat6d_models_are_metric(tmp_path):
         if row.model == "can-tin":
             np.testing.assert_allclose(scales, [0.07, 0.12, 0.07], atol=1e-6)
     assert "can-tin" in [row.model for row in meta]
+
+
+def test_deterministic_across_workers_with_meshes_and_photos(models_dir, tmp_path):
+    import cv2
+
+    from cleanpose.data.synth.backgrounds import scan_backgrounds
+
+    (tmp_path / "photos").mkdir()
+    photo = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photos" / "p.png"), photo)
+    settings = mesh_settings(models_dir, "nocs", test_fraction=0.0, procedural_fraction=0.3)
+    kwargs = dict(format="nocs", scenes=1, frames_per_scene=2, seed=SEED, image_size=SIZE, instances_per_category=1,
+                  splits=("camera_train", "real_test"), progress=False, meshes=settings,
+                  backgrounds=scan_backgrounds(tmp_path / "photos"))
+    generate(tmp_path / "a", workers=1, **kwargs)
+    generate(tmp_path / "b", workers=2, **kwargs)
+    files = [{path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+             for root in (tmp_path / "a", tmp_path / "b")]
+    assert files[0] == files[1] and any(name.name.endswith("_label.pkl") for name in files[0])
