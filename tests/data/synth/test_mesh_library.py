@@ -194,6 +194,8 @@ def test_bad_inputs_raise_naming_the_file(tmp_path):
         scan_models(tmp_path, "nocs")
     with pytest.raises(DataFormatError, match=r"unknown housecat6d category 'camera'; valid categories: box, bottle"):
         scan_models(tmp_path, "housecat6d")
+    with pytest.raises(UsageError, match="unknown format 'ycb'; expected one of: nocs, housecat6d"):
+        scan_models(tmp_path, "ycb")
     with pytest.raises(UsageError, match="--models folder does not exist"):
         scan_models(tmp_path / "nowhere", "nocs")
 

@@ -403,6 +403,8 @@ def scan_models(models_dir, format: str, skip_bad: bool = False) -> MeshCatalog:
         UsageError: the folder does not exist or yields no usable mesh.
         DataFormatError: a bad mapping file, an unknown category, or (without `skip_bad`) a bad mesh.
     """
+    if format not in ("nocs", "housecat6d"):
+        raise UsageError(f"unknown format {format!r}; expected one of: nocs, housecat6d")
     root = Path(models_dir)
     if not root.is_dir():
         raise UsageError(f"{root}: --models folder does not exist")
