@@ -123,16 +123,28 @@ def _run_synth(args: argparse.Namespace) -> int:
             raise UsageError(f"--image-size must look like 640x480; got {args.image_size!r}") from None
         image_size = (width, height)
     noise = SensorNoise(enabled=not args.no_noise)
+    meshes = backgrounds = None
+    if args.models is None and (args.test_fraction is not None or args.procedural_fraction is not None):
+        raise UsageError("--test-fraction and --procedural-fraction apply to --models meshes; pass --models DIR")
+    if args.models is not None:
+        from cleanpose.data.synth.user_library import mesh_settings
+
+        meshes = mesh_settings(args.models, args.format, 0.25 if args.test_fraction is None else args.test_fraction,
+                               args.procedural_fraction or 0.0, args.skip_bad)
+    if args.backgrounds is not None:
+        from cleanpose.data.synth.backgrounds import scan_backgrounds
+
+        backgrounds = scan_backgrounds(args.backgrounds, args.skip_bad)
     if args.preview:
         path = write_preview(args.out / "preview.png" if args.out.suffix != ".png" else args.out,
                              format=args.format, frames=args.preview_frames, seed=args.seed,
-                             image_size=image_size, noise=noise)
+                             image_size=image_size, noise=noise, meshes=meshes, backgrounds=backgrounds)
         print(path)
         return 0
     splits = tuple(args.splits.split(",")) if args.splits else None
     summary = generate(args.out, format=args.format, scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                        seed=args.seed, workers=args.workers, image_size=image_size, splits=splits, noise=noise,
-                       overwrite=args.overwrite, progress=not args.quiet)
+                       overwrite=args.overwrite, progress=not args.quiet, meshes=meshes, backgrounds=backgrounds)
     print(f"wrote {summary.frames} frames ({summary.labelled_frames} labelled) of {summary.scenes} scenes and "
           f"{summary.models} models to {summary.out_dir} in {summary.seconds:.1f} s "
           f"({summary.frames_per_second:.2f} frames/s)")
@@ -159,6 +171,19 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--preview", action="store_true",
                        help="only write a PNG grid (colour, depth, mask, NOCS) of a few frames")
     synth.add_argument("--preview-frames", type=int, default=4, help="rows of the preview grid (default 4)")
+    synth.add_argument("--models", type=Path, default=None,
+                       help="render your own meshes: DIR/<category>/<instance>.{obj,ply,glb,gltf}, DIR/models.yaml, "
+                            "or a NOCS obj_models folder (docs/synth_meshes.md)")
+    synth.add_argument("--backgrounds", type=Path, default=None,
+                       help="folder of JPG/PNG photos composited behind the scenes")
+    synth.add_argument("--test-fraction", type=float, default=None,
+                       help="with --models: fraction of each category's meshes held out for the test splits "
+                            "(default 0.25; 0 = every mesh in every split)")
+    synth.add_argument("--procedural-fraction", type=float, default=None,
+                       help="with --models: share of procedural instances per category, in [0, 1) (default 0)")
+    synth.add_argument("--skip-bad", action="store_true",
+                       help="leave out (log and count) unreadable meshes, empty category folders and bad photos "
+                            "instead of stopping")
     synth.set_defaults(handler=_run_synth)
 
 

@@ -24,8 +24,10 @@ from tqdm import tqdm
 
 from cleanpose.data.formats import encoding
 from cleanpose.data.synth import writer_housecat6d, writer_nocs
+from cleanpose.data.synth.backgrounds import BackgroundSet, draw_backdrop
 from cleanpose.data.synth.scene import SPLIT_CODES, build_distractors, build_library, render_frame, sample_scene
 from cleanpose.data.synth.sensor import SensorNoise
+from cleanpose.data.synth.user_library import MeshSettings, build_mixed_library, mixed_mean_shapes
 from cleanpose.errors import ConfigError, OutputError
 from cleanpose.fileio import ensure_writable_folder
 
@@ -102,6 +104,8 @@ class _Task:
     noise: SensorNoise
     instances_per_category: int
     objects_range: tuple[int, int]
+    meshes: MeshSettings | None = None
+    backgrounds: BackgroundSet | None = None
 
 
 def split_intrinsics(format: str, split: str, image_size: tuple[int, int], seed: int, scene_index: int) -> np.ndarray:
@@ -114,12 +118,15 @@ def split_intrinsics(format: str, split: str, image_size: tuple[int, int], seed:
 
 
 @functools.lru_cache(maxsize=16)
-def _library(format: str, split: str, seed: int, per_category: int):
+def _library(format: str, split: str, seed: int, per_category: int, meshes: MeshSettings | None = None):
+    if meshes is not None:
+        return build_mixed_library(format, split, seed, per_category, meshes)
     return build_library(format, split, seed, per_category)
 
 
 def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: int, image_size: tuple[int, int],
-                 noise: SensorNoise, instances_per_category: int, objects_range: tuple[int, int] = (2, 6)):
+                 noise: SensorNoise, instances_per_category: int, objects_range: tuple[int, int] = (2, 6),
+                 meshes: MeshSettings | None = None, backgrounds: BackgroundSet | None = None):
     """Sample one scene and yield its rendered frames (what `generate` writes for that scene).
 
     Args:
@@ -132,19 +139,25 @@ def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: i
         noise: depth sensor model.
         instances_per_category: library size per category.
         objects_range: inclusive (min, max) objects per scene.
+        meshes: the user's meshes (``--models``); None: procedural shapes only.
+        backgrounds: photos composited behind the scene (``--backgrounds``), one drawn per frame.
 
     Yields:
         (scene, intrinsics, frame index, `FrameArrays`) per frame.
     """
-    library = _library(format, split, seed, instances_per_category)
+    library = _library(format, split, seed, instances_per_category, meshes)
     intrinsics = split_intrinsics(format, split, image_size, seed, scene_index)
     code = SPLIT_CODES[split]
     distractors = build_distractors(split, seed) if format == "nocs" else ()
     scene = sample_scene(library, np.random.default_rng([seed, code, scene_index, 0]), frames, intrinsics, image_size,
                          objects_range, distractors)
     for frame in range(frames):
+        backdrop = None
+        if backgrounds is not None:
+            backdrop = draw_backdrop(backgrounds, image_size,
+                                     np.random.default_rng([seed, code, scene_index, 4, frame]))
         arrays = render_frame(scene, frame, intrinsics, image_size, noise,
-                              np.random.default_rng([seed, code, scene_index, 1, frame]))
+                              np.random.default_rng([seed, code, scene_index, 1, frame]), backdrop=backdrop)
         yield scene, intrinsics, frame, arrays
 
 
@@ -154,7 +167,8 @@ def _run_task(task: _Task) -> list:
     code = SPLIT_CODES[task.split]
     for scene, intrinsics, frame, arrays in scene_frames(task.format, task.split, task.scene_index, task.frames,
                                                         task.seed, task.image_size, task.noise,
-                                                        task.instances_per_category, task.objects_range):
+                                                        task.instances_per_category, task.objects_range,
+                                                        task.meshes, task.backgrounds):
         if task.format == "nocs":
             detector = np.random.default_rng([task.seed, code, task.scene_index, 2, frame])
             records.append(writer_nocs.write_frame(root, task.split, task.scene_index, frame, scene, arrays, detector))
@@ -226,6 +240,8 @@ def generate(
     instances_per_category: int | None = None,
     objects_range: tuple[int, int] = (2, 6),
     progress: bool = True,
+    meshes: MeshSettings | None = None,
+    backgrounds: BackgroundSet | None = None,
 ) -> SynthSummary:
     """Write a synthetic dataset.
 
@@ -249,6 +265,9 @@ def generate(
         instances_per_category: object models per category and split; default `DEFAULT_INSTANCES`.
         objects_range: inclusive (min, max) number of objects per scene (fewer when the table is too full).
         progress: show a tqdm progress bar.
+        meshes: render the user's meshes (`user_library.mesh_settings`, ``--models``), mixed with
+            procedural shapes as it says; `instances_per_category` then only sizes procedural-only categories.
+        backgrounds: photos composited behind the scenes (`backgrounds.scan_backgrounds`, ``--backgrounds``).
 
     Returns:
         `SynthSummary`.
@@ -269,26 +288,34 @@ def generate(
     settings = {"format": format, "scenes": int(scenes), "frames_per_scene": int(frames_per_scene), "seed": int(seed),
                 "image_size": list(image_size), "splits": list(splits), "noise": dataclasses.asdict(noise),
                 "instances_per_category": instances_per_category, "objects_range": list(objects_range)}
+    if meshes is not None:
+        settings["imported_meshes"] = {
+            "folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
+            "skipped": list(meshes.catalog.skipped), "test_fraction": meshes.test_fraction,
+            "procedural_fraction": meshes.procedural_fraction}
+    if backgrounds is not None:
+        settings["backgrounds"] = {"photos": len(backgrounds.paths), "skipped": list(backgrounds.skipped)}
     encoding.write_text_atomic(root / MARKER_FILE, json.dumps({"complete": False, **settings}, indent=1) + "\n")
 
     models = 0
     mug_meta: dict = {}
     for split in splits:
         per_category = instances_per_category or DEFAULT_INSTANCES[split]
-        library = _library(format, split, seed, per_category)
+        library = _library(format, split, seed, per_category, meshes)
         if format == "nocs":
             models += writer_nocs.write_models(root, split, library, seed, mug_meta)
         else:
             models += writer_housecat6d.write_models(root, library)
     if format == "nocs":
         encoding.write_pickle_atomic(root / "obj_models" / "mug_meta.pkl", mug_meta)
-        training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split])
+        training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split], meshes)
                     for split in ("camera_train", "real_train")]
-        writer_nocs.write_mean_shapes(root, training, seed)
+        priors = None if meshes is None else mixed_mean_shapes(training, seed)
+        writer_nocs.write_mean_shapes(root, training, seed, priors)
 
     tasks = [
         _Task(str(root), format, split, scene, int(frames_per_scene), int(seed), image_size, noise,
-              instances_per_category or DEFAULT_INSTANCES[split], objects_range)
+              instances_per_category or DEFAULT_INSTANCES[split], objects_range, meshes, backgrounds)
         for split in splits for scene in range(scenes)
     ]
     records = []

@@ -35,7 +35,7 @@ import numpy as np
 import trimesh
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh
+from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh, instance_shape
 from cleanpose.data.synth.sensor import to_millimetres
 from cleanpose.data.synth.shapes import NOCS_CATEGORIES
 from cleanpose.fileio import atomic_write_bytes
@@ -113,7 +113,7 @@ def mask_bbox(mask: np.ndarray) -> np.ndarray:
 
 def normalized_extents(instance: Instance) -> np.ndarray:
     """(3,) float64 tight-box extents of the normalized mesh (unit diagonal)."""
-    lower, upper = instance_mesh(instance.category, instance.unit).mesh.bounds
+    lower, upper = instance_shape(instance).mesh.bounds
     return upper - lower
 
 
@@ -414,7 +414,7 @@ def model_points(instance: Instance, seed: int) -> np.ndarray:
 
     See `surface_points`; the sampling generator is keyed by (seed, instance name).
     """
-    return surface_points(instance_mesh(instance.category, instance.unit).mesh, [seed, *instance.name.encode()])
+    return surface_points(instance_shape(instance).mesh, [seed, *instance.name.encode()])
 
 
 def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
@@ -443,10 +443,14 @@ def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
     return np.stack(priors)
 
 
-def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int) -> None:
-    """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it."""
+def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int,
+                      priors: np.ndarray | None = None) -> None:
+    """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it.
+
+    `priors` replaces `mean_shapes` (libraries of imported meshes, `user_library.mixed_mean_shapes`).
+    """
     buffer = io.BytesIO()
-    np.save(buffer, mean_shapes(libraries, seed), allow_pickle=False)
+    np.save(buffer, mean_shapes(libraries, seed) if priors is None else priors, allow_pickle=False)
     atomic_write_bytes(root / MEAN_SHAPES_FILE, buffer.getvalue())
 
 
@@ -486,7 +490,7 @@ def write_models(root: Path, split: str, library: list[Instance], seed: int, mug
     models_root = root / "obj_models"
     pickle_models = {}
     for instance in library:
-        mesh = instance_mesh(instance.category, instance.unit).mesh
+        mesh = instance_shape(instance).mesh
         if split.startswith("camera"):
             folder = models_root / split.split("_")[1] / instance.synset / instance.name
             folder.mkdir(parents=True, exist_ok=True)
