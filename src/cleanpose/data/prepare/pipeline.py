@@ -145,10 +145,13 @@ def process_frame(task: FrameTask) -> FrameOutcome:
     labelled = subset == "train"
     if task.resume and _frame_done(task, labelled):
         return FrameOutcome(task.split, task.entry, "resumed")
+    absent = missing_files(task.raw_prefix)
+    if len(absent) == len(RAW_SUFFIXES):  # a list entry without any file (CAMERA lists 10 per folder)
+        return FrameOutcome(task.split, task.entry, "skipped", f"missing files: {', '.join(absent)}")
     notes = []
     os.makedirs(os.path.dirname(task.out_prefix), exist_ok=True)
     for suffix in RAW_SUFFIXES:
-        if os.path.exists(task.raw_prefix + suffix):
+        if suffix not in absent:
             place_file(task.raw_prefix + suffix, task.out_prefix + suffix)
     if task.raw_composed is not None:
         if os.path.exists(task.raw_composed):
@@ -157,7 +160,6 @@ def process_frame(task: FrameTask) -> FrameOutcome:
         else:
             notes.append(f"composed depth {task.raw_composed} missing")
     if not labelled:
-        absent = missing_files(task.raw_prefix)
         if absent:
             return FrameOutcome(task.split, task.entry, "skipped", f"missing files: {', '.join(absent)}", tuple(notes))
         return FrameOutcome(task.split, task.entry, "placed", None, tuple(notes))
@@ -398,7 +400,7 @@ def _write_report(out, splits, entries, outcomes, models, seconds, report) -> Pr
             "frames": len(entries[split]),
             "status": dict(collections.Counter(o.status for o in mine)),
             "skip_reasons": dict(collections.Counter(_reason_kind(o.reason) for o in mine if o.reason)),
-            "instance_notes": dict(collections.Counter(_reason_kind(n) for o in mine for n in o.notes)),
+            "notes": dict(collections.Counter(_reason_kind(n) for o in mine for n in o.notes)),
         }
     report.update(
         splits=per_split,
