@@ -96,7 +96,7 @@ def _run_data_prepare(args: argparse.Namespace) -> int:
                       progress=not args.quiet)
     for split in summary.splits:
         print(f"{split}: {summary.frames[split]} frames listed, {summary.usable[split]} usable, "
-              f"{summary.skipped[split]} skipped")
+              f"{summary.labelled[split]} labelled, {summary.skipped[split]} skipped")
     print(f"{summary.models} point models; {summary.frames_per_second:.1f} frames/s; report: {summary.report}")
     return 0
 

@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.prepare.annotate import IMPROPER_MUG, ModelSizes, annotate_frame
+from cleanpose.data.prepare.annotate import IMPROPER_MUG, ModelSizes, annotate_frame, annotate_test_frame
 from cleanpose.errors import DataFormatError
 
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
@@ -126,3 +126,25 @@ def test_corrupt_png_names_the_file(tmp_path):
     (tmp_path / "0000_mask.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(DataFormatError, match="0000_mask.png"):
         annotate_frame(prefix, "camera", SIZES, K, np.random.RandomState(0))
+
+
+def test_test_label_matches_ground_truth_by_class_and_box(tmp_path):
+    prefix = str(tmp_path / "0000")
+    _write_frame(prefix, [(1, 6, "03797390/mugA", (5, 4, 25, 30)), (2, 1, "02876657/botA", (20, 35, 44, 60))])
+    pose = np.diag([0.2, 0.2, 0.2, 1.0])
+    pose[:3, 3] = [0.1, -0.05, 0.8]
+    ground_truth = {"gt_class_ids": np.array([1, 6, 6]),
+                    "gt_bboxes": np.array([[20, 35, 44, 62], [0, 0, 9, 9], [5, 5, 27, 31]]),  # |Δ| = 2, far, 4
+                    "gt_RTs": np.stack([2 * pose, pose, 3 * pose]) * [1, 1, 1, 1],
+                    "handle_visibility": np.array([1, 1, 0])}
+    ground_truth["gt_RTs"][:, 3, 3] = 1
+    extents = {"mugA": np.array([0.4, 0.5, 0.6]), "botA": np.array([0.3, 0.9, 0.3])}
+    label = annotate_test_frame(prefix, "camera", SIZES, ground_truth, extents).label
+    assert label["class_ids"].tolist() == [6, 1] and label["handle_visibility"].tolist() == [0, 1]
+    np.testing.assert_allclose(label["scales"], [0.6, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(label["translations"], [[0.3, -0.15, 2.4], [0.2, -0.1, 1.6]], rtol=1e-6)
+    np.testing.assert_allclose(label["rotations"], [np.eye(3)] * 2, atol=1e-6)
+    np.testing.assert_array_equal(label["sizes"], [extents["mugA"], extents["botA"]])
+    ground_truth["gt_bboxes"][2] = [5, 5, 30, 31]  # |Δ| = 7 > 5: the mug has no match any more
+    result = annotate_test_frame(prefix, "camera", SIZES, ground_truth, extents)
+    assert result.label is None and result.reason == "instance 1: no ground-truth match"

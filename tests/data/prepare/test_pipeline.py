@@ -165,3 +165,29 @@ def test_cli_prepare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "camera_train: 10 frames listed" in printed and os.path.exists(out / REPORT_FILE)
     assert main(["--quiet", "data", "prepare", "--raw", str(raw), "--out", str(out)]) == 2  # not empty, no --resume
+
+
+@pytest.mark.parametrize("split, set_name", [("camera_val", "val"), ("real_test", "real_test")])
+def test_test_labels_copy_the_ground_truth(trees, split, set_name):
+    base, summary = trees
+    out, raw = base / "out", base / "raw"
+    source, subset = split.split("_")
+    listed = (out / source / f"{subset}_list.txt").read_text().split()
+    assert summary.labelled[split] == len(listed) == 2
+    points = nocs.read_models(out / "obj_models" / f"{split}.pkl")
+    for entry in listed:
+        _, folder, frame = entry.split("/")
+        truth = encoding.read_pickle(raw / "gts" / set_name / f"results_{set_name}_{folder}_{frame}.pkl")
+        label = encoding.read_pickle(out / source / f"{entry}_label.pkl")
+        meta = {row.instance_id: row for row in encoding.read_meta(out / source / f"{entry}_meta.txt")}
+        for i, instance_id in enumerate(label["instance_ids"]):
+            # the ground truth lists the visible class > 0 instances in meta order: find this one by its box
+            j = [k for k, box in enumerate(truth["gt_bboxes"]) if (box == label["bboxes"][i]).all()][0]
+            assert label["class_ids"][i] == truth["gt_class_ids"][j] == meta[instance_id].class_id
+            assert label["handle_visibility"][i] == truth["gt_handle_visibility"][j]
+            np.testing.assert_allclose(label["poses"][i], truth["gt_RTs"][j], rtol=1e-6, atol=1e-7)
+            scale = np.cbrt(np.linalg.det(truth["gt_RTs"][j][:3, :3]))
+            assert label["scales"][i] == pytest.approx(scale, rel=1e-6)
+            np.testing.assert_allclose(label["rotations"][i], truth["gt_RTs"][j][:3, :3] / scale, atol=1e-6)
+            np.testing.assert_allclose(label["sizes"][i], 2 * np.abs(points[label["model_list"][i]]).max(axis=0),
+                                       rtol=1e-6)

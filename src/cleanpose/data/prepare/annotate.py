@@ -161,20 +161,23 @@ def missing_files(prefix: str) -> list[str]:
     return [suffix for suffix in RAW_SUFFIXES if not os.path.exists(prefix + suffix)]
 
 
-def annotate_frame(
-    prefix: str, source: str, sizes: ModelSizes, intrinsics: np.ndarray, generator: np.random.RandomState
-) -> Annotation:
-    """Label one raw training frame the way the DPDN preprocessing does.
+@dataclass
+class _Instance:
+    row: encoding.MetaRow
+    mask: np.ndarray
+    """(H, W) bool, every pixel of the instance."""
+    box: list[int]
+    """[y1, x1, y2, x2], y2/x2 exclusive."""
+    key: str
+    """Key into `ModelSizes`."""
 
-    Args:
-        prefix: raw frame path without suffix, e.g. ``…/camera/train/00012/0003``.
-        source: ``"camera"`` (RANSAC-Umeyama on the objects-only ``_depth.png``) or ``"real"`` (PnP).
-        sizes: the source's `ModelSizes`.
-        intrinsics: (3, 3) camera intrinsics in pixels.
-        generator: RANSAC draws (CAMERA); unused for REAL.
+
+def select_instances(prefix: str, source: str, sizes: ModelSizes):
+    """Read a raw frame and keep the instances the reference keeps (module docstring), in meta order.
 
     Returns:
-        `Annotation`; ``label`` is None with a ``reason`` when the frame is dropped.
+        (depth (H, W) uint16 mm, coord (H, W, 3) float32, kept `_Instance` list, notes), or an
+        `Annotation` without label when the frame is dropped.
 
     Raises:
         DataFormatError: a file is unreadable or corrupt (named in the message).
@@ -193,8 +196,7 @@ def annotate_frame(
         return Annotation(None, f"mask has no background value {MASK_BACKGROUND}")
     present_ids = set(present[:-1])
     notes = [f"mask id {i} has no meta line (ignored)" for i in sorted(present_ids - {row.instance_id for row in rows})]
-
-    kept = []  # (row, instance mask, box, size key)
+    kept = []
     for row in rows:
         if row.class_id == 0 or row.instance_id not in present_ids:
             continue
@@ -213,33 +215,134 @@ def annotate_frame(
         if valid < MIN_VALID_PIXELS:
             notes.append(f"instance {row.instance_id}: {valid} pixels with depth < {MIN_VALID_PIXELS}")
             continue
-        kept.append((row, instance_mask, box, key))
+        kept.append(_Instance(row, instance_mask, box, key))
     if not kept:
         return Annotation(None, "no instance left after the filters", notes)
+    return depth, coord, kept, notes
 
+
+def annotate_frame(
+    prefix: str, source: str, sizes: ModelSizes, intrinsics: np.ndarray, generator: np.random.RandomState
+) -> Annotation:
+    """Label one raw training frame the way the DPDN preprocessing does.
+
+    Args:
+        prefix: raw frame path without suffix, e.g. ``…/camera/train/00012/0003``.
+        source: ``"camera"`` (RANSAC-Umeyama on the objects-only ``_depth.png``) or ``"real"`` (PnP).
+        sizes: the source's `ModelSizes`.
+        intrinsics: (3, 3) camera intrinsics in pixels.
+        generator: RANSAC draws (CAMERA); unused for REAL.
+
+    Returns:
+        `Annotation`; ``label`` is None with a ``reason`` when the frame is dropped.
+
+    Raises:
+        DataFormatError: a file is unreadable or corrupt (named in the message).
+    """
+    selection = select_instances(prefix, source, sizes)
+    if isinstance(selection, Annotation):
+        return selection
+    depth, coord, kept, notes = selection
     count = len(kept)
     scales, rotations, translations = np.zeros(count), np.zeros((count, 3, 3)), np.zeros((count, 3))
-    for i, (row, instance_mask, _, key) in enumerate(kept):
+    for i, instance in enumerate(kept):
         try:
             if source == "camera":
-                points, (pixel_rows, pixel_columns) = backproject(depth, intrinsics, instance_mask)
+                points, (pixel_rows, pixel_columns) = backproject(depth, intrinsics, instance.mask)
                 nocs = np.clip(coord[pixel_rows, pixel_columns, :], 0, 1) - np.float32(0.5)
                 fit = ransac_similarity(nocs, points, generator)
                 scales[i], rotations[i], translations[i] = fit.scale / 1000.0, fit.rotation, fit.translation / 1000.0
             else:
-                rotations[i], translations[i] = pose_from_pnp(coord, instance_mask, sizes.diagonals[key], intrinsics)
-                scales[i] = sizes.diagonals[key]
+                rotations[i], translations[i] = pose_from_pnp(coord, instance.mask, sizes.diagonals[instance.key],
+                                                              intrinsics)
+                scales[i] = sizes.diagonals[instance.key]
         except AlignmentError as error:
-            return Annotation(None, f"alignment of instance {row.instance_id} failed: {error}", notes)
+            return Annotation(None, f"alignment of instance {instance.row.instance_id} failed: {error}", notes)
     label = {
-        "class_ids": [row.class_id for row, *_ in kept],
-        "bboxes": np.array([box for _, _, box, _ in kept], dtype=np.int32),
+        "class_ids": [instance.row.class_id for instance in kept],
+        "bboxes": np.array([instance.box for instance in kept], dtype=np.int32),
         "scales": scales.astype(np.float32),
-        "sizes": np.array([sizes.sizes[key] for *_, key in kept]).astype(np.float32),
+        "sizes": np.array([sizes.sizes[instance.key] for instance in kept]).astype(np.float32),
         "rotations": rotations.astype(np.float32),
         "translations": translations.astype(np.float32),
-        "instance_ids": [row.instance_id for row, *_ in kept],
-        "model_list": [row.model for row, *_ in kept],
+        "instance_ids": [instance.row.instance_id for instance in kept],
+        "model_list": [instance.row.model for instance in kept],
+    }
+    return Annotation(label, None, notes)
+
+
+GT_MATCH_BOX_TOLERANCE = 5
+"""A test instance matches a ground-truth entry of its class whose box differs by at most this (sum of |Δ|, px)."""
+
+
+def annotate_test_frame(prefix: str, source: str, sizes: ModelSizes, ground_truth: dict,
+                        model_extents: dict[str, np.ndarray]) -> Annotation:
+    """Label one raw test frame (CAMERA25 / REAL275) from the NOCS ground truth, as DPDN's and SPD's
+    ``annotate_test_data`` do (DPDN's variant: mug poses are not re-labelled).
+
+    Instances are selected as for training (`select_instances`); each is matched to the first
+    ground-truth entry of the same class whose box is within `GT_MATCH_BOX_TOLERANCE`; its pose is
+    ``s = ∛det(sR)``, ``R = sR / s``, ``t``, its handle visibility is copied.
+
+    Args:
+        prefix: raw frame path without suffix.
+        source: ``"camera"`` or ``"real"``.
+        sizes: the source's `ModelSizes` of the test models.
+        ground_truth: the frame's NOCS ground-truth dict with ``gt_class_ids`` (M,), ``gt_bboxes`` (M, 4),
+            ``gt_RTs`` (M, 4, 4) and ``gt_handle_visibility`` (or ``handle_visibility``) (M,).
+        model_extents: model name → (3,) ``2·max|p|`` of its point model (label ``sizes``).
+
+    Returns:
+        `Annotation` with the DPDN test-label keys (``class_ids`` ndarray, ``bboxes``, ``instance_ids``,
+        ``model_list``, ``sizes`` (N, 3) float64, ``scales``, ``rotations``, ``translations``, ``poses``
+        (N, 4, 4) float32, ``handle_visibility``), or a reason when no label can be made.
+
+    Raises:
+        DataFormatError: a file is unreadable or corrupt, or the ground truth lacks a key.
+    """
+    selection = select_instances(prefix, source, sizes)
+    if isinstance(selection, Annotation):
+        return selection
+    _, _, kept, notes = selection
+    try:
+        gt_classes, gt_boxes = np.asarray(ground_truth["gt_class_ids"]), np.asarray(ground_truth["gt_bboxes"])
+        gt_poses = np.asarray(ground_truth["gt_RTs"])
+        visibility = np.asarray(ground_truth.get("gt_handle_visibility", ground_truth.get("handle_visibility")))
+    except KeyError as error:
+        raise DataFormatError(f"{prefix}: ground truth has no key {error}") from None
+    matches = []
+    for instance in kept:
+        match = next((j for j in range(len(gt_classes)) if gt_classes[j] == instance.row.class_id
+                      and np.sum(np.abs(np.asarray(instance.box) - gt_boxes[j])) <= GT_MATCH_BOX_TOLERANCE), -1)
+        if match < 0 or match in matches:
+            problem = "no" if match < 0 else "a duplicate"
+            return Annotation(None, f"instance {instance.row.instance_id}: {problem} ground-truth match", notes)
+        if instance.row.model not in model_extents:
+            return Annotation(None, f"model {instance.row.model} missing from the test point models", notes)
+        matches.append(match)
+    count = len(kept)
+    scales, rotations, translations = np.zeros(count), np.zeros((count, 3, 3)), np.zeros((count, 3))
+    poses = np.zeros((count, 4, 4))
+    for i, match in enumerate(matches):
+        scaled_rotation = gt_poses[match][:3, :3]
+        scales[i] = np.cbrt(np.linalg.det(scaled_rotation))
+        rotations[i] = scaled_rotation / scales[i]
+        translations[i] = gt_poses[match][:3, 3]
+        pose = np.identity(4, dtype=np.float32)
+        pose[:3, :3] = scales[i] * rotations[i]
+        pose[:3, 3] = translations[i]
+        poses[i] = pose
+    label = {
+        "class_ids": np.array([instance.row.class_id for instance in kept]),
+        "bboxes": np.array([instance.box for instance in kept], dtype=np.int32),
+        "instance_ids": [instance.row.instance_id for instance in kept],
+        "model_list": [instance.row.model for instance in kept],
+        "sizes": np.array([model_extents[instance.row.model] for instance in kept], dtype=np.float64),
+        "scales": scales.astype(np.float32),
+        "rotations": rotations.astype(np.float32),
+        "translations": translations.astype(np.float32),
+        "poses": poses.astype(np.float32),
+        "handle_visibility": visibility[matches],
     }
     return Annotation(label, None, notes)
 

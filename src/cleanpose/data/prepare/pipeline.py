@@ -1,7 +1,9 @@
 """`prepare`: the NOCS downloads → the layout after SPD/DPDN preprocessing, in parallel and resumable.
 
 Steps (spec `data_formats.md` §2): list files of every split; per frame, the raw files placed in the
-prepared tree (hard links) and, for training frames, ``_label.pkl`` (`annotate_frame`); the CAMERA
+prepared tree (hard links) and, for training frames, ``_label.pkl`` (`annotate_frame`); for test frames
+whose NOCS ground truth is at hand, DPDN's test ``_label.pkl`` with the mug handle visibility
+(`annotate_test_frame`) and ``val_list.txt`` / ``test_list.txt``; the CAMERA
 composed depth placed under ``camera_full_depths/``; ``obj_models/<split>.pkl`` and ``mug_meta.pkl``
 (`cleanpose.data.prepare.models`) with the raw meshes placed beside them; the NOCS ground truth
 (``gts/``) and segmentation results, when present, placed where the test code opens them;
@@ -37,6 +39,7 @@ from cleanpose.data.prepare.annotate import (
     RAW_SUFFIXES,
     ModelSizes,
     annotate_frame,
+    annotate_test_frame,
     missing_files,
     read_camera_sizes,
     read_real_sizes,
@@ -74,6 +77,8 @@ class FrameTask:
     """CAMERA composed depth file in the raw tree (None for REAL)."""
     out_composed: str | None
     resume: bool
+    ground_truth: str | None = None
+    """Test splits: the frame's NOCS ground-truth pickle, when one exists (→ a DPDN test label)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +88,8 @@ class FrameOutcome:
     split: str
     entry: str
     status: str
-    """``"labelled"``, ``"placed"`` (test frame), ``"resumed"`` (done by an earlier run) or ``"skipped"``."""
+    """``"labelled"``, ``"placed"`` (test frame without label), ``"resumed"`` (done by an earlier run) or
+    ``"skipped"``."""
     reason: str | None = None
     """Why a frame was skipped."""
     notes: tuple[str, ...] = ()
@@ -104,6 +110,9 @@ class PrepareSummary:
     """Split → entries of its ``*_list_all.txt``."""
     usable: dict[str, int]
     """Split → frames labelled (train) or complete (test), resumed ones included."""
+    labelled: dict[str, int]
+    """Split → frames with a ``_label.pkl`` (test splits: where the NOCS ground truth was found), resumed
+    ones included."""
     skipped: dict[str, int]
     """Split → frames skipped."""
     models: int
@@ -122,17 +131,37 @@ class PrepareSummary:
 _STATE: dict = {}  # per-process: sizes, intrinsics, seed (set by _init_worker)
 
 
-def _init_worker(sizes: dict[str, ModelSizes], intrinsics: dict[str, np.ndarray], seed: int) -> None:
+def _init_worker(sizes: dict[str, ModelSizes], intrinsics: dict[str, np.ndarray], seed: int,
+                 extents: dict[str, dict[str, np.ndarray]] | None = None) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    _STATE.update(sizes=sizes, intrinsics=intrinsics, seed=seed)
+    _STATE.update(sizes=sizes, intrinsics=intrinsics, seed=seed, extents=extents or {})
 
 
 def _frame_done(task: FrameTask, labelled: bool) -> bool:
     if labelled:
         return os.path.exists(task.out_prefix + "_label.pkl")
     return all(os.path.lexists(task.out_prefix + suffix) for suffix in RAW_SUFFIXES)
+
+
+def _test_label(task: FrameTask, source: str, notes: list[str]) -> FrameOutcome:
+    """Label a complete test frame from its ground-truth pickle; without one the frame is only placed."""
+    if task.ground_truth is None:
+        return FrameOutcome(task.split, task.entry, "placed", None, tuple(notes))
+    try:
+        ground_truth = encoding.read_pickle(task.ground_truth)
+        if not isinstance(ground_truth, dict):
+            raise DataFormatError(f"{task.ground_truth}: holds {type(ground_truth).__name__}; expected a dict")
+        annotation = annotate_test_frame(task.raw_prefix, source, _STATE["sizes"][task.split], ground_truth,
+                                         _STATE["extents"][task.split])
+    except DataFormatError as error:
+        return FrameOutcome(task.split, task.entry, "placed", None, (*notes, f"no test label: {error}"))
+    notes.extend(annotation.notes)
+    if annotation.label is None:
+        return FrameOutcome(task.split, task.entry, "placed", None, (*notes, f"no test label: {annotation.reason}"))
+    encoding.write_pickle_atomic(task.out_prefix + "_label.pkl", annotation.label)
+    return FrameOutcome(task.split, task.entry, "labelled", None, tuple(notes))
 
 
 def process_frame(task: FrameTask) -> FrameOutcome:
@@ -142,7 +171,7 @@ def process_frame(task: FrameTask) -> FrameOutcome:
     the file named in the reason.
     """
     source, subset = SPLITS[task.split]
-    labelled = subset == "train"
+    labelled = subset == "train" or task.ground_truth is not None
     if task.resume and _frame_done(task, labelled):
         return FrameOutcome(task.split, task.entry, "resumed")
     absent = missing_files(task.raw_prefix)
@@ -159,10 +188,10 @@ def process_frame(task: FrameTask) -> FrameOutcome:
             place_file(task.raw_composed, task.out_composed)
         else:
             notes.append(f"composed depth {task.raw_composed} missing")
-    if not labelled:
+    if subset != "train":
         if absent:
             return FrameOutcome(task.split, task.entry, "skipped", f"missing files: {', '.join(absent)}", tuple(notes))
-        return FrameOutcome(task.split, task.entry, "placed", None, tuple(notes))
+        return _test_label(task, source, notes)
     generator = np.random.RandomState(stream_seed(_STATE["seed"], f"{source}/{task.entry}"))
     try:
         annotation = annotate_frame(task.raw_prefix, source, _STATE["sizes"][task.split],
@@ -226,14 +255,26 @@ def _size_tables(layout: RawLayout, splits: tuple[str, ...]) -> dict[str, ModelS
     tables = {}
     for split in splits:
         source, subset = SPLITS[split]
-        if subset != "train":
-            continue
         folder = layout.require_models() / (subset if source == "camera" else f"real_{subset}")
         if not folder.is_dir():
-            raise UsageError(f"{folder}: folder missing; the {split} labels need its model sizes")
+            raise UsageError(f"{folder}: folder missing; the {split} frames need its models")
         reader = read_camera_sizes if source == "camera" else read_real_sizes
         tables[split] = reader(layout.obj_models, subset)
     return tables
+
+
+def _ground_truth_file(layout: RawLayout, split: str, entry: str) -> str | None:
+    """The NOCS ground-truth pickle of a test frame: ``results/nocs_results`` (where DPDN reads it), the
+    ``segmentation_results`` alias, then ``gts/``; None when there is none (or for training splits)."""
+    if split not in RESULTS_SETS:
+        return None
+    set_name, alias = RESULTS_SETS[split]
+    _, folder, frame = entry.split("/")
+    result_name = f"results_{'val' if split == 'camera_val' else 'test'}_{folder}_{frame}.pkl"
+    candidates = (layout.root / "results" / "nocs_results" / set_name / result_name,
+                  layout.root / "segmentation_results" / alias / result_name,
+                  (layout.gts or layout.root / "gts") / set_name / f"results_{set_name}_{folder}_{frame}.pkl")
+    return next((str(path) for path in candidates if path.is_file()), None)
 
 
 def _frame_tasks(layout: RawLayout, out: Path, split: str, resume: bool) -> tuple[list[str], list[FrameTask]]:
@@ -254,7 +295,7 @@ def _frame_tasks(layout: RawLayout, out: Path, split: str, resume: bool) -> tupl
             raw_composed = f"{composed}/{relative}_composed.png"
             out_composed = f"{out}/camera_full_depths/{entry}_composed.png"
         tasks.append(FrameTask(split, entry, f"{raw_subset}/{relative}", f"{out}/{source}/{entry}", raw_composed,
-                               out_composed, resume))
+                               out_composed, resume, _ground_truth_file(layout, split, entry)))
     return entries, tasks
 
 
@@ -378,14 +419,18 @@ def prepare(
         (out / source).mkdir(parents=True, exist_ok=True)
         encoding.write_text_atomic(out / source / f"{subset}_list_all.txt", "".join(f"{e}\n" for e in entries[split]))
         tasks.extend(split_tasks)
+    extents = {split: {name: 2 * np.amax(np.abs(points), axis=0) for name, points in
+                       encoding.read_pickle(out / "obj_models" / f"{split}.pkl").items()}
+               for split in splits if split in RESULTS_SETS}
     start = time.perf_counter()
-    outcomes = list(_run(process_frame, tasks, workers, (sizes, intrinsics, int(seed)), "prepare", progress))
+    outcomes = list(_run(process_frame, tasks, workers, (sizes, intrinsics, int(seed), extents), "prepare",
+                         progress))
     seconds = time.perf_counter() - start
     for split in splits:
         source, subset = SPLITS[split]
-        if subset == "train":
-            kept = [o.entry for o in outcomes if o.split == split and o.usable]
-            encoding.write_text_atomic(out / source / "train_list.txt", "".join(f"{e}\n" for e in kept))
+        kept = [o.entry for o in outcomes if o.split == split and _has_label(out, o)]
+        if subset == "train" or kept:
+            encoding.write_text_atomic(out / source / f"{subset}_list.txt", "".join(f"{e}\n" for e in kept))
     report["test_pickles"] = _place_test_pickles(layout, out, splits)
     summary = _write_report(out, splits, entries, outcomes, models, seconds, report)
     encoding.write_text_atomic(out / MARKER_FILE, json.dumps({"complete": True, **settings}, indent=1) + "\n")
@@ -412,12 +457,20 @@ def _write_report(out, splits, entries, outcomes, models, seconds, report) -> Pr
     path = out / REPORT_FILE
     encoding.write_text_atomic(path, json.dumps(report, indent=1) + "\n")
     usable = {split: sum(o.usable for o in outcomes if o.split == split) for split in splits}
+    labelled = {split: sum(_has_label(out, o) for o in outcomes if o.split == split) for split in splits}
     skipped = {split: sum(o.status == "skipped" for o in outcomes if o.split == split) for split in splits}
     for split in splits:
         logger.info("%s: %d frames listed, %d usable, %d skipped", split, len(entries[split]), usable[split],
                     skipped[split])
-    return PrepareSummary(str(out), tuple(splits), {s: len(entries[s]) for s in splits}, usable, skipped, models,
-                          seconds, str(path))
+    return PrepareSummary(str(out), tuple(splits), {s: len(entries[s]) for s in splits}, usable, labelled, skipped,
+                          models, seconds, str(path))
+
+
+def _has_label(out: Path, outcome: FrameOutcome) -> bool:
+    """Labelled now, or (resumed) by an earlier run."""
+    if outcome.status == "resumed":
+        return (out / SPLITS[outcome.split][0] / f"{outcome.entry}_label.pkl").exists()
+    return outcome.status == "labelled"
 
 
 def _reason_kind(reason: str) -> str:
