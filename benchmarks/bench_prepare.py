@@ -45,12 +45,13 @@ def main() -> None:
             label.unlink()
         cpu_start = time.process_time()
         again = prepare(raw, folder / "out", splits=("camera_train",), workers=1, resume=True, progress=False)
-        cpu_per_frame = (time.process_time() - cpu_start) / again.usable["camera_train"]
+        cpu_per_frame = (time.process_time() - cpu_start) / again.frames["camera_train"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     frames = summary.frames["camera_train"]
     print(f"{frames} CAMERA frames at 640x480 ({summary.usable['camera_train']} labelled), {args.workers} workers: "
-          f"frame stage {summary.seconds:.1f} s wall = {summary.frames_per_second:.1f} frames/s; whole run {wall:.1f} s "
+          f"frame stage {summary.seconds:.1f} s wall = {summary.frames_per_second:.1f} frames/s; "
+          f"whole run {wall:.1f} s "
           f"({summary.models} point models, worker start-up); load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
     print(f"CPU time {1000 * cpu_per_frame:.1f} ms/frame (one process, labels redone) -> {CAMERA_TRAIN_FRAMES:,} "

@@ -34,7 +34,8 @@ def unoccluded(mask: np.ndarray, instance_id: int) -> bool:
     grown[:, 1:] |= own[:, :-1]
     grown[:, :-1] |= own[:, 1:]
     rows, columns = np.where(own)
-    inside = rows.min() > 0 and columns.min() > 0 and rows.max() < mask.shape[0] - 1 and columns.max() < mask.shape[1] - 1
+    height, width = mask.shape
+    inside = rows.min() > 0 and columns.min() > 0 and rows.max() < height - 1 and columns.max() < width - 1
     return inside and not (grown & (mask != instance_id) & (mask != encoding.MASK_BACKGROUND_NOCS)).any()
 
 
@@ -64,8 +65,8 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
-        common = dict(scenes=args.scenes, frames_per_scene=args.frames, seed=SEED, splits=SPLITS, image_size=size,
-                      progress=False)
+        common = {"scenes": args.scenes, "frames_per_scene": args.frames, "seed": SEED, "splits": SPLITS,
+                  "image_size": size, "progress": False}
         generate(base / "truth", **common)
         generate(base / "raw", raw=True, **common)
         intrinsics = {split.split("_")[0]: split_intrinsics("nocs", split, size, SEED, 0) for split in SPLITS}

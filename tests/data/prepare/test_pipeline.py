@@ -27,7 +27,8 @@ INTRINSICS = {split.split("_")[0]: split_intrinsics("nocs", split, SIZE, SEED, 0
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
     base = tmp_path_factory.mktemp("prepare")
-    common = dict(scenes=1, frames_per_scene=2, seed=SEED, image_size=SIZE, instances_per_category=1, progress=False)
+    common = {"scenes": 1, "frames_per_scene": 2, "seed": SEED, "image_size": SIZE, "instances_per_category": 1,
+              "progress": False}
     generate(base / "truth", **common)
     generate(base / "raw", raw=True, **common)
     summary = prepare(base / "raw", base / "out", intrinsics=INTRINSICS, progress=False)
@@ -136,7 +137,8 @@ def test_bad_frames_are_counted_skips(tmp_path):
     report = json.loads((out / REPORT_FILE).read_text())
     reasons = {entry["frame"]: entry["reason"] for entry in report["skipped_frames"]}
     assert "0000_mask.png" in reasons["train/00000/0000"] and "truncated" in reasons["train/00000/0000"]
-    assert reasons["train/00000/0001"] == f"model {meta[0].synset}/{meta[0].model} of instance 1 missing from obj_models"
+    missing = f"{meta[0].synset}/{meta[0].model}"
+    assert reasons["train/00000/0001"] == f"model {missing} of instance 1 missing from obj_models"
     assert not (out / "camera" / "train" / "00000" / "0000_label.pkl").exists()
     assert (out / "camera" / "train_list.txt").read_text() == ""
     assert report["skipped_models"] == []  # the removed mesh is simply absent from the point models
@@ -182,7 +184,7 @@ def test_test_labels_copy_the_ground_truth(trees, split, set_name):
         meta = {row.instance_id: row for row in encoding.read_meta(out / source / f"{entry}_meta.txt")}
         for i, instance_id in enumerate(label["instance_ids"]):
             # the ground truth lists the visible class > 0 instances in meta order: find this one by its box
-            j = [k for k, box in enumerate(truth["gt_bboxes"]) if (box == label["bboxes"][i]).all()][0]
+            j = next(k for k, box in enumerate(truth["gt_bboxes"]) if (box == label["bboxes"][i]).all())
             assert label["class_ids"][i] == truth["gt_class_ids"][j] == meta[instance_id].class_id
             assert label["handle_visibility"][i] == truth["gt_handle_visibility"][j]
             np.testing.assert_allclose(label["poses"][i], truth["gt_RTs"][j], rtol=1e-6, atol=1e-7)

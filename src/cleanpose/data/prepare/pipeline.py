@@ -240,7 +240,8 @@ def _prepare_out(out: Path, raw: Path, seed: int, resume: bool) -> None:
         raise UsageError(f"{out}: exists and is not a folder")
     if resume and out.is_dir() and any(out.iterdir()):
         if not marker.is_file():
-            raise UsageError(f"{out}: --resume needs a folder written by cleanpose data prepare ({MARKER_FILE} missing)")
+            raise UsageError(f"{out}: --resume needs a folder written by cleanpose data prepare "
+                             f"({MARKER_FILE} missing)")
         previous = json.loads(marker.read_text(encoding="utf-8"))
         if previous.get("raw") != str(raw.resolve()) or previous.get("seed") != seed:
             raise UsageError(f"{out}: was prepared from {previous.get('raw')} with seed {previous.get('seed')}; "
@@ -360,10 +361,11 @@ def _place_test_pickles(layout: RawLayout, out: Path, splits) -> dict[str, int]:
         set_name, alias = RESULTS_SETS[split]
         if layout.gts is not None and (layout.gts / set_name).is_dir():
             placed[f"gts/{set_name}"] = place_tree(layout.gts / set_name, out / "gts" / set_name)
-        for candidate in (layout.root / "results" / "nocs_results" / set_name, layout.root / "segmentation_results" / alias):
+        results = out / "results" / "nocs_results" / set_name
+        for candidate in (layout.root / "results" / "nocs_results" / set_name,
+                          layout.root / "segmentation_results" / alias):
             if candidate.is_dir():
-                placed[f"results/nocs_results/{set_name}"] = place_tree(candidate, out / "results" / "nocs_results" /
-                                                                        set_name)
+                placed[f"results/nocs_results/{set_name}"] = place_tree(candidate, results)
                 break
     return placed
 
