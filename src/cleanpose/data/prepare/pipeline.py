@@ -345,10 +345,11 @@ def _write_models(layout: RawLayout, out: Path, splits, seed, workers, resume, p
         per_split[task.split][task.name] = points
         if mug is not None:
             mug_meta[task.name] = mug
+    # mug_meta first: a split whose pickle exists is skipped on resume, so its mugs must already be recorded
+    encoding.write_pickle_atomic(mug_meta_path, mug_meta)
     for split, points in per_split.items():
         encoding.write_pickle_atomic(out_models / f"{split}.pkl", points)
         written += len(points)
-    encoding.write_pickle_atomic(mug_meta_path, mug_meta)
     return written
 
 
