@@ -178,16 +178,16 @@ def process_frame(task: FrameTask) -> FrameOutcome:
     if len(absent) == len(RAW_SUFFIXES):  # a list entry without any file (CAMERA lists 10 per folder)
         return FrameOutcome(task.split, task.entry, "skipped", f"missing files: {', '.join(absent)}")
     notes = []
-    os.makedirs(os.path.dirname(task.out_prefix), exist_ok=True)
-    for suffix in RAW_SUFFIXES:
-        if suffix not in absent:
-            place_file(task.raw_prefix + suffix, task.out_prefix + suffix)
-    if task.raw_composed is not None:
+    if task.raw_composed is not None:  # before the frame files, whose presence marks a test frame done
         if os.path.exists(task.raw_composed):
             os.makedirs(os.path.dirname(task.out_composed), exist_ok=True)
             place_file(task.raw_composed, task.out_composed)
         else:
             notes.append(f"composed depth {task.raw_composed} missing")
+    os.makedirs(os.path.dirname(task.out_prefix), exist_ok=True)
+    for suffix in RAW_SUFFIXES:
+        if suffix not in absent:
+            place_file(task.raw_prefix + suffix, task.out_prefix + suffix)
     if subset != "train":
         if absent:
             return FrameOutcome(task.split, task.entry, "skipped", f"missing files: {', '.join(absent)}", tuple(notes))
