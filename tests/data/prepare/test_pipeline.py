@@ -193,3 +193,30 @@ def test_test_labels_copy_the_ground_truth(trees, split, set_name):
             np.testing.assert_allclose(label["rotations"][i], truth["gt_RTs"][j][:3, :3] / scale, atol=1e-6)
             np.testing.assert_allclose(label["sizes"][i], 2 * np.abs(points[label["model_list"][i]]).max(axis=0),
                                        rtol=1e-6)
+
+
+def test_training_reader_gives_the_ground_truth_samples(tmp_path):
+    """Through the training reader (native 640x480: it uses the fixed NOCS intrinsics), a prepared frame
+    gives the same points and, within the label tolerances, the same targets as the synthetic truth."""
+    import torch
+
+    from cleanpose.data.datasets import NocsTrainingDataset
+
+    common = {"scenes": 1, "frames_per_scene": 1, "seed": SEED, "instances_per_category": 1, "objects_range": (3, 3),
+              "splits": ("camera_train", "real_train"), "progress": False}
+    generate(tmp_path / "truth", **common)
+    generate(tmp_path / "raw", raw=True, **common)
+    prepare(tmp_path / "raw", tmp_path / "out", splits=common["splits"], progress=False)
+    for source in ("camera", "real"):
+        prepared = NocsTrainingDataset(tmp_path / "out", source, num_points=256)
+        truth = NocsTrainingDataset(tmp_path / "truth", source, num_points=256)
+        assert prepared.frames == truth.frames
+        for seed in range(3):
+            got, expected = (dataset.build_sample(0, np.random.RandomState(seed), torch.Generator().manual_seed(seed))
+                             for dataset in (prepared, truth))
+            assert int(got["category_label"]) == int(expected["category_label"])
+            torch.testing.assert_close(got["pts"], expected["pts"], rtol=0, atol=0)
+            assert torch.linalg.norm(got["translation_label"] - expected["translation_label"]) <= 0.002
+            torch.testing.assert_close(got["size_label"], expected["size_label"], rtol=0.01, atol=0)
+            relative = got["rotation_label"].double().T @ expected["rotation_label"].double()
+            assert torch.rad2deg(torch.arccos(torch.clamp((torch.trace(relative) - 1) / 2, -1, 1))) <= 1.0
