@@ -136,6 +136,8 @@ def place_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
     except OSError as error:
         if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             raise
+        if not os.path.exists(source):  # never leave a dangling link
+            raise FileNotFoundError(errno.ENOENT, "no such file to link", source) from None
         os.symlink(os.path.abspath(source), temporary)
     os.replace(temporary, target)
 
