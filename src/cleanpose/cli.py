@@ -75,6 +75,30 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--format", choices=("nocs", "housecat6d"), default=None, help="default: detect")
     check.add_argument("--limit", type=int, default=None, help="check at most this many frames per split")
     check.set_defaults(handler=_run_data_check)
+    prepare = data_commands.add_parser(
+        "prepare", help="NOCS downloads -> the preprocessed layout (labels, lists, point models), as SPD/DPDN make it"
+    )
+    prepare.add_argument("--raw", required=True, help="folder of the unpacked NOCS downloads")
+    prepare.add_argument("--out", required=True, help="prepared dataset root to create (the reference data/ folder)")
+    prepare.add_argument("--splits", default=None,
+                         help="comma-separated subset of camera_train,camera_val,real_train,real_test (default all)")
+    prepare.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    prepare.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the RANSAC and point-sampling streams")
+    prepare.set_defaults(handler=_run_data_prepare)
+
+
+def _run_data_prepare(args: argparse.Namespace) -> int:
+    from cleanpose.data.prepare import prepare
+
+    splits = tuple(args.splits.split(",")) if args.splits else None
+    summary = prepare(args.raw, args.out, splits=splits, workers=args.workers, resume=args.resume, seed=args.seed,
+                      progress=not args.quiet)
+    for split in summary.splits:
+        print(f"{split}: {summary.frames[split]} frames listed, {summary.usable[split]} usable, "
+              f"{summary.labelled[split]} labelled, {summary.skipped[split]} skipped")
+    print(f"{summary.models} point models; {summary.frames_per_second:.1f} frames/s; report: {summary.report}")
+    return 0
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -144,7 +168,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     splits = tuple(args.splits.split(",")) if args.splits else None
     summary = generate(args.out, format=args.format, scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                        seed=args.seed, workers=args.workers, image_size=image_size, splits=splits, noise=noise,
-                       overwrite=args.overwrite, progress=not args.quiet, meshes=meshes, backgrounds=backgrounds)
+                       overwrite=args.overwrite, progress=not args.quiet, meshes=meshes, backgrounds=backgrounds,
+                       raw=args.raw)
     print(f"wrote {summary.frames} frames ({summary.labelled_frames} labelled) of {summary.scenes} scenes and "
           f"{summary.models} models to {summary.out_dir} in {summary.seconds:.1f} s "
           f"({summary.frames_per_second:.2f} frames/s)")
@@ -168,6 +193,8 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", default=None, help="WxH, default 640x480 (nocs) / 1096x852 (housecat6d)")
     synth.add_argument("--no-noise", action="store_true", help="perfect depth (no sensor noise model)")
     synth.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in --out")
+    synth.add_argument("--raw", action="store_true",
+                       help="nocs: write the raw layout of the NOCS downloads (input of `data prepare`), no labels")
     synth.add_argument("--preview", action="store_true",
                        help="only write a PNG grid (colour, depth, mask, NOCS) of a few frames")
     synth.add_argument("--preview-frames", type=int, default=4, help="rows of the preview grid (default 4)")

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth import writer_housecat6d, writer_nocs
+from cleanpose.data.synth import writer_housecat6d, writer_nocs, writer_raw
 from cleanpose.data.synth.backgrounds import BackgroundSet, draw_backdrop
 from cleanpose.data.synth.scene import SPLIT_CODES, build_distractors, build_library, render_frame, sample_scene
 from cleanpose.data.synth.sensor import SensorNoise
@@ -106,6 +106,7 @@ class _Task:
     objects_range: tuple[int, int]
     meshes: MeshSettings | None = None
     backgrounds: BackgroundSet | None = None
+    raw: bool = False
 
 
 def split_intrinsics(format: str, split: str, image_size: tuple[int, int], seed: int, scene_index: int) -> np.ndarray:
@@ -169,7 +170,9 @@ def _run_task(task: _Task) -> list:
                                                         task.seed, task.image_size, task.noise,
                                                         task.instances_per_category, task.objects_range,
                                                         task.meshes, task.backgrounds):
-        if task.format == "nocs":
+        if task.raw:
+            records.append(writer_raw.write_frame(root, task.split, task.scene_index, frame, scene, arrays))
+        elif task.format == "nocs":
             detector = np.random.default_rng([task.seed, code, task.scene_index, 2, frame])
             records.append(writer_nocs.write_frame(root, task.split, task.scene_index, frame, scene, arrays, detector))
         else:
@@ -242,6 +245,7 @@ def generate(
     progress: bool = True,
     meshes: MeshSettings | None = None,
     backgrounds: BackgroundSet | None = None,
+    raw: bool = False,
 ) -> SynthSummary:
     """Write a synthetic dataset.
 
@@ -268,6 +272,8 @@ def generate(
         meshes: render the user's meshes (`user_library.mesh_settings`, ``--models``), mixed with
             procedural shapes as it says; `instances_per_category` then only sizes procedural-only categories.
         backgrounds: photos composited behind the scenes (`backgrounds.scan_backgrounds`, ``--backgrounds``).
+        raw: NOCS only: write the raw layout of the NOCS downloads instead (`writer_raw`: no labels,
+            lists or point models), the input of ``cleanpose data prepare``.
 
     Returns:
         `SynthSummary`.
@@ -282,12 +288,14 @@ def generate(
     image_size = (int(image_size[0]), int(image_size[1]))
     objects_range = (int(objects_range[0]), int(objects_range[1]))
     splits = _check_arguments(format, scenes, frames_per_scene, seed, workers, splits, image_size, objects_range)
+    if raw and format != "nocs":
+        raise UsageError(f"raw output exists for the nocs format only; got format {format!r}")
     noise = SensorNoise() if noise is None else noise
     root = Path(out_dir)
     _prepare_folder(root, overwrite)
     settings = {"format": format, "scenes": int(scenes), "frames_per_scene": int(frames_per_scene), "seed": int(seed),
                 "image_size": list(image_size), "splits": list(splits), "noise": dataclasses.asdict(noise),
-                "instances_per_category": instances_per_category, "objects_range": list(objects_range)}
+                "instances_per_category": instances_per_category, "objects_range": list(objects_range), "raw": raw}
     if meshes is not None:
         settings["imported_meshes"] = {
             "folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
@@ -302,11 +310,13 @@ def generate(
     for split in splits:
         per_category = instances_per_category or DEFAULT_INSTANCES[split]
         library = _library(format, split, seed, per_category, meshes)
-        if format == "nocs":
+        if raw:
+            models += writer_raw.write_models(root, split, library)
+        elif format == "nocs":
             models += writer_nocs.write_models(root, split, library, seed, mug_meta)
         else:
             models += writer_housecat6d.write_models(root, library)
-    if format == "nocs":
+    if format == "nocs" and not raw:
         encoding.write_pickle_atomic(root / "obj_models" / "mug_meta.pkl", mug_meta)
         training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split], meshes)
                     for split in ("camera_train", "real_train")]
@@ -315,7 +325,7 @@ def generate(
 
     tasks = [
         _Task(str(root), format, split, scene, int(frames_per_scene), int(seed), image_size, noise,
-              instances_per_category or DEFAULT_INSTANCES[split], objects_range, meshes, backgrounds)
+              instances_per_category or DEFAULT_INSTANCES[split], objects_range, meshes, backgrounds, raw)
         for split in splits for scene in range(scenes)
     ]
     records = []
@@ -330,7 +340,7 @@ def generate(
                 for task, task_records in zip(tasks, pool.map(_run_task, tasks)):
                     records.extend(task_records)
                     bar.update(task.frames)
-    if format == "nocs":
+    if format == "nocs" and not raw:
         writer_nocs.write_lists(root, records, splits)
         writer_nocs.link_results_folders(root, splits)
     labelled = sum(getattr(record, "labelled", True) for record in records)
