@@ -212,7 +212,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_queue(args: argparse.Namespace) -> int:
     from cleanpose.engine.queue_extraction import extract_queue, write_queue_file
-    from cleanpose.engine.train import build_training_datasets, resolve_device
+    from cleanpose.data.build import build_training_datasets
+    from cleanpose.engine.train import resolve_device
 
     config = _load_train_config(args)
     queue = extract_queue(config, build_training_datasets(config), resolve_device(config.run.device),
@@ -251,7 +252,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_test(args: argparse.Namespace) -> int:
-    from cleanpose.engine.test import build_test_dataset, evaluate_and_report, predict_dataset
+    from cleanpose.data.build import build_test_dataset
+    from cleanpose.engine.test import evaluate_and_report, predict_dataset
     from cleanpose.engine.train import resolve_device
     from cleanpose.metrics import format_markdown_table
     from cleanpose.models.net import load_checkpoint

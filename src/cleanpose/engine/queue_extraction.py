@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cleanpose.config import TrainConfig
-from cleanpose.data.datasets import concat_batches
+from cleanpose.data.collate import concat_batches
 from cleanpose.engine.batching import ShardedBatchSampler, step_generator
 from cleanpose.errors import CheckpointError, DataFormatError
 from cleanpose.fileio import atomic_writer

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTestDataset, NocsTestDataset
+from cleanpose.data.rng import legacy_random_state
 from cleanpose.fileio import atomic_writer, ensure_writable_folder
 from cleanpose.metrics import Metrics, evaluate_results, write_report
 from cleanpose.models.net import CleanPoseNet
@@ -26,16 +26,6 @@ from cleanpose.models.net import CleanPoseNet
 logger = logging.getLogger(__name__)
 
 _GROUND_TRUTH_KEYS = ("gt_class_ids", "gt_bboxes", "gt_RTs", "gt_scales", "gt_handle_visibility")
-
-
-def build_test_dataset(root: str | Path, split: str, *, masks: str, image_size: int, num_points: int, seed: int, depth_cache_dir: str | None = None):
-    """REAL275 / CAMERA25 (segmentation results or ground-truth masks) or HouseCat6D (ground-truth masks)."""
-    cache = FilledDepthCache(depth_cache_dir, max_items=64)
-    common = dict(image_size=image_size, num_points=num_points, seed=seed, depth_cache=cache)
-    if split == "housecat6d":
-        return HouseCat6DTestDataset(root, **common)
-    detections = "segmentation" if masks == "segmentation" else "ground_truth"
-    return NocsTestDataset(root, split, detections=detections, **common)
 
 
 def pose_result(item: dict, outputs: dict[str, torch.Tensor] | None) -> dict:
@@ -86,7 +76,7 @@ def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device
         outputs = None
         if item["pts"].shape[0] > 0:
             batch = {key: item[key].to(device) for key in ("rgb", "pts", "choose", "category_label")}
-            random_state = np.random.RandomState(np.random.SeedSequence([seed, int(item["index"])]).generate_state(1)[0])
+            random_state = legacy_random_state([seed, int(item["index"])])
             outputs = model(batch, queue_random_state=random_state)
         result = pose_result(item, outputs)
         target = out_dir / item["result_name"]
