@@ -33,7 +33,7 @@ from cleanpose.data.depth_cache import FilledDepthCache
 from cleanpose.data.formats import housecat6d, nocs, segmentation
 from cleanpose.data.formats.encoding import read_color, read_mask, read_meta
 from cleanpose.data.rng import RESAMPLE_KEY, STREAMS, numpy_generator, sample_generators
-from cleanpose.data.sample import MIN_TEST_POINTS, InstanceSkipped, PoseLabel, build_instance
+from cleanpose.data.sample import MIN_TEST_POINTS, InstanceSkipped, PoseLabel, build_instance, mask_box
 from cleanpose.data.skips import SkipCounter
 from cleanpose.errors import DataFormatError
 
@@ -397,8 +397,7 @@ class NocsTestDataset(Dataset):
             if row.class_id == 0 or row.instance_id not in present:
                 continue
             instance_mask = mask == row.instance_id
-            rows, cols = np.flatnonzero(instance_mask.any(axis=1)), np.flatnonzero(instance_mask.any(axis=0))
-            box = np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)
+            box = mask_box(instance_mask)
             detections.append((instance_mask, box, row.class_id - 1))
             class_ids.append(row.class_id)
             boxes.append(box)

@@ -49,6 +49,12 @@ class CropWindow(NamedTuple):
         return self.rmax - self.rmin
 
 
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight box ``[y1, x1, y2, x2]`` (y2, x2 exclusive), int64, of a non-empty (H, W) bool mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)
+
+
 def crop_window(bbox, image_height: int, image_width: int, max_size: int = MAX_WINDOW) -> CropWindow:
     """The reference's square crop window ``get_bbox`` (spec §3.4).
 
