@@ -10,7 +10,7 @@ network in one batch. An object without a pose (empty mask, too few depth points
 
 Randomness: the point sampling of a frame draws from ``rng`` and the confounder-queue draw from
 ``queue_random_state``; both default to generators keyed by the predictor's seed, so the same frame
-always gives the same poses. With the generators of test image i (`test_generators`) a frame gives
+always gives the same poses. With the generators of test image i (`generators_of_test_image`) a frame gives
 exactly the poses ``cleanpose test`` writes for it.
 """
 
@@ -36,7 +36,7 @@ from cleanpose.models.net import CleanPoseNet
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Frame", "ObjectPose", "Predictor", "category_names", "test_generators"]
+__all__ = ["Frame", "ObjectPose", "Predictor", "category_names", "generators_of_test_image"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """Precisions of the network's forward (autocast; fp32 reproduces ``cleanpose test``)."""
@@ -120,7 +120,7 @@ def category_names(num_categories: int, data_format: str | None = None) -> tuple
     return tuple(names)
 
 
-def test_generators(seed: int, index: int, dataset: str = "real") -> tuple[np.random.Generator, np.random.RandomState]:
+def generators_of_test_image(seed: int, index: int, dataset: str = "real") -> tuple[np.random.Generator, np.random.RandomState]:
     """The point-sampling and queue generators ``cleanpose test`` uses for test image `index`."""
     rng, _ = sample_generators(seed, 0, index, STREAMS[f"test_{dataset}"])
     return rng, legacy_random_state([seed, index])
