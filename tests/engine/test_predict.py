@@ -97,10 +97,10 @@ def test_corners_follow_rotation_translation_and_size(predictor, synth_root):
         for corner in expected:
             assert np.min(np.linalg.norm(pose.corners - corner, axis=1)) < 1e-9
         np.testing.assert_allclose(pose.corners.mean(axis=0), translation, atol=1e-9)
-        # Edges: corners differing in one sign are one side length apart.
-        for axis in range(3):
-            step = np.array([1.0 if a == axis else 0.0 for a in range(3)]) * size[axis]
-            np.testing.assert_allclose(np.linalg.norm(rotation @ step), size[axis], rtol=1e-5)
+        # The JSON corner order: signs (+,+,+) (+,+,-) (-,+,+) (-,+,-) (+,-,+) (+,-,-) (-,-,+) (-,-,-).
+        order = [(1, 1, 1), (1, 1, -1), (-1, 1, 1), (-1, 1, -1), (1, -1, 1), (1, -1, -1), (-1, -1, 1), (-1, -1, -1)]
+        for corner, signs in zip(pose.corners, order, strict=True):
+            np.testing.assert_allclose(corner, translation + rotation @ (np.array(signs) * size / 2), atol=1e-12)
         assert pose.num_points > 16
 
 
