@@ -315,8 +315,9 @@ class Predictor:
     ) -> list[list[ObjectPose]]:
         """Poses of several frames; all their objects go through the network in one batch.
 
-        The confounder queue is drawn once per call, so a frame predicted alone and within a batch
-        may differ slightly (as two test batches would).
+        The confounder queue is drawn once per call (one draw per category, shared by the objects), so
+        with the same ``queue_random_state`` a frame gives the same poses alone and within a batch, up
+        to float rounding. Each frame's point sampling draws from its own ``Frame.rng``.
         """
         prepared = [self.prepare(frame) for frame in frames]
         samples = [sample for item in prepared for sample in item.samples]

@@ -117,12 +117,13 @@ def _intrinsics_values(content: str, path: Path) -> list[float]:
         raise DataFormatError(f"{path}: cannot parse intrinsics ({error})") from None
 
 
-def read_labels(path: Path) -> dict[int, str]:
+def read_labels(path: str | os.PathLike) -> dict[int, str]:
     """``{mask id: category name}`` from a JSON object or a NOCS ``_meta.txt`` (class ids 1-6, 0 skipped).
 
     Raises:
         DataFormatError: unreadable file, or ids that are not integers.
     """
+    path = Path(path)
     if path.suffix.lower() == ".txt":
         return {row.instance_id: nocs.CATEGORY_NAMES[row.class_id - 1] for row in read_meta(path) if row.class_id}
     try:
