@@ -209,7 +209,8 @@ def test_metric_depth_and_other_scales_give_the_same_poses(predictor, synth_root
         (lambda f: f.update(depth=f["depth"].astype(np.float32)), r"looks like millimetres"),
         (lambda f: f.update(intrinsics=np.array([[500.0, 0, 700], [0, 500, 240], [0, 0, 1]])), r"do not fit a 640x480"),
         (lambda f: f.update(categories={key: "teapot" for key in f["categories"]}), r"\['teapot'\] are not known"),
-        (lambda f: f.update(categories=list(f["categories"].values())[:2]), r"holds 6 instance ids \[1, 2, 3, 4, 5, 6\] but 2 categories"),
+        (lambda f: f.update(categories=list(f["categories"].values())[:2]),
+         r"holds 6 instance ids \[1, 2, 3, 4, 5, 6\] but 2 categories"),
     ],
 )
 def test_bad_inputs_are_named_errors(predictor, synth_root, change, message):
@@ -242,3 +243,12 @@ def test_corrupt_png_and_folder_runs(trained, synth_root, tmp_path, capsys):
     status = main(arguments + ["--rgb", str(broken), "--depth", str(tmp_path / "frames/depth/a.png"),
                                "--masks", str(tmp_path / "frames/masks/a.png"), "--out", str(tmp_path / "bad")])
     assert status == 2 and f"{broken}: colour image is empty, truncated" in capsys.readouterr().err
+
+
+def test_import_cleanpose_stays_light_and_exports_predictor():
+    import subprocess
+    import sys
+
+    code = ("import sys, cleanpose; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from cleanpose import Predictor; assert Predictor.__module__ == 'cleanpose.engine.predict'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": ":".join(sys.path)})

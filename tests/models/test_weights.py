@@ -61,7 +61,8 @@ def test_dino_network_finds_its_weights_in_the_hub_cache(hub, monkeypatch):
     vit = {key.removeprefix("vit."): value for key, value in source.state_dict().items() if key.startswith("vit.")}
     hub.mkdir(parents=True)
     torch.save({**vit, "mask_token": torch.zeros(1, 24)}, hub / "dinov2_vits14_pretrain.pth")
-    pretrained = config_from_dict({**config_to_dict(config), "rgb": {**small["rgb"], "random_init": False}}, ModelConfig)
+    unset = {**config_to_dict(config), "rgb": {**small["rgb"], "random_init": False}}
+    pretrained = config_from_dict(unset, ModelConfig)
     loaded = CleanPoseNet(pretrained).rgb_encoder
     for key, value in vit.items():
         assert torch.equal(loaded.vit.state_dict()[key], value), key

@@ -120,7 +120,9 @@ def category_names(num_categories: int, data_format: str | None = None) -> tuple
     return tuple(names)
 
 
-def generators_of_test_image(seed: int, index: int, dataset: str = "real") -> tuple[np.random.Generator, np.random.RandomState]:
+def generators_of_test_image(
+    seed: int, index: int, dataset: str = "real"
+) -> tuple[np.random.Generator, np.random.RandomState]:
     """The point-sampling and queue generators ``cleanpose test`` uses for test image `index`."""
     rng, _ = sample_generators(seed, 0, index, STREAMS[f"test_{dataset}"])
     return rng, legacy_random_state([seed, index])
@@ -170,7 +172,9 @@ def _instance_masks(masks, categories, height: int, width: int, name: str) -> li
     """``(instance id, (H, W) bool mask, category)`` per object, from an id image or a list of masks."""
     if isinstance(masks, np.ndarray) and masks.ndim == 2:
         if masks.shape != (height, width):
-            raise DataFormatError(f"{name}: mask image is {masks.shape[1]}x{masks.shape[0]}, the frame {width}x{height}")
+            raise DataFormatError(
+                f"{name}: mask image is {masks.shape[1]}x{masks.shape[0]}, the frame {width}x{height}"
+            )
         if isinstance(categories, dict):
             ids = sorted(int(key) for key in categories)
             names = [categories[key] for key in sorted(categories, key=int)]
