@@ -328,13 +328,21 @@ def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cleanpose.engine.predict import Predictor
-    from cleanpose.engine.predict_io import FrameFiles, find_frames, predict_files, read_intrinsics
+    from cleanpose.engine.predict_io import (
+        FrameFiles,
+        find_frames,
+        predict_files,
+        read_intrinsics,
+        use_segmentation_results,
+    )
     from cleanpose.errors import UsageError
 
     if (args.frames is None) == (args.rgb is None):
         raise UsageError("give either --frames DIR or one frame (--rgb, --depth, --masks)")
     if args.rgb is not None and (args.depth is None or args.masks is None):
         raise UsageError("one frame needs --rgb, --depth and --masks")
+    if args.segmentation is not None and args.frames is None:
+        raise UsageError("--segmentation goes with --frames (one frame takes the pickle as --masks)")
     if args.categories is not None and args.labels is not None:
         raise UsageError("give --categories or --labels, not both")
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
@@ -347,6 +355,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                              Path(args.labels) if args.labels else None)]
     else:
         frames = find_frames(args.frames)
+        if args.segmentation:
+            use_segmentation_results(frames, args.segmentation)
         if args.labels:
             for files in frames:
                 files.labels = Path(args.labels)
@@ -371,13 +381,15 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--depth", metavar="PNG", help="depth image (uint16, see --depth-scale)")
     parser.add_argument("--masks", metavar="PNG|PKL", help="instance-id mask PNG or segmentation-result pickle")
     parser.add_argument("--frames", metavar="DIR", help="a folder of frames instead of --rgb/--depth/--masks")
+    parser.add_argument("--segmentation", metavar="DIR",
+                        help="with --frames: masks from the reference's results_*_<frame>.pkl files in DIR")
     parser.add_argument("--intrinsics", required=True, metavar="K",
                         help="fx,fy,cx,cy | K.json | K.txt (4 or 9 numbers) | nocs-real | nocs-camera")
     parser.add_argument("--categories", metavar="A,B,...", help="category per mask id, in ascending id order")
     parser.add_argument("--labels", metavar="FILE", help="{id: category} JSON, or a NOCS _meta.txt")
     parser.add_argument("--depth-scale", type=float, default=1000.0, help="depth units per metre (default 1000: mm)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--official-config", metavar="REF.yaml", help="reference config of an official checkpoint")
     parser.add_argument("--official-queue", metavar="QUEUE.pkl", help="reference queue of an official checkpoint")

@@ -40,7 +40,7 @@ def trained(synth_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(trained):
-    return Predictor.from_checkpoint(trained[0])
+    return Predictor.from_checkpoint(trained[0], device="cpu")
 
 
 def _frame_files(root, prefix=FRAME):
@@ -252,3 +252,37 @@ def test_import_cleanpose_stays_light_and_exports_predictor():
     code = ("import sys, cleanpose; assert 'torch' not in sys.modules, 'torch imported'; "
             "from cleanpose import Predictor; assert Predictor.__module__ == 'cleanpose.engine.predict'")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": ":".join(sys.path)})
+
+
+def test_official_checkpoint_is_converted_in_memory(tmp_path):
+    from cleanpose.config import ModelConfig, RgbBackboneConfig
+    from cleanpose.models.convert_checkpoint import ours_to_official
+    from cleanpose.models.net import CleanPoseNet
+
+    config = ModelConfig(rgb_backbone="resnet", rgb=RgbBackboneConfig(random_init=True))
+    source = CleanPoseNet(config, load_rgb_weights=False)
+    state = {key: value for key, value in source.state_dict().items() if not key.startswith("queue.")}
+    torch.save(ours_to_official(state, config), tmp_path / "official.pth")
+    official = Predictor.from_checkpoint(tmp_path / "official.pth", device="cpu", num_points=256)
+    assert (official.image_size, official.num_points) == (224, 256)  # the reference's crop, the override
+    assert official.categories == nocs.CATEGORY_NAMES
+    loaded = official.model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_folder_of_nocs_frames_with_segmentation_pickles(trained, synth_root, tmp_path):
+    results = synth_root / "results/nocs_results/real_test"
+    assert main(["--quiet", "predict", "--checkpoint", str(trained[0]), "--intrinsics", "nocs-real", "--frames",
+                 str(synth_root / "real/test"), "--segmentation", str(results), "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    names = [frame["name"] for frame in summary["frames"]]
+    assert names == ["scene_1_0000", "scene_1_0001", "scene_2_0000", "scene_2_0001"]
+    for name in names:
+        segmentation = read_segmentation_result(results / f"results_test_{name}.pkl")
+        records = json.loads((tmp_path / f"{name}.json").read_text())["objects"]
+        assert [record["score"] for record in records] == pytest.approx(segmentation.pred_scores.tolist())
+        assert [record["category"] for record in records] == [nocs.CATEGORY_NAMES[c - 1]
+                                                               for c in segmentation.pred_class_ids]
+    assert summary["objects"]["ok"] + summary["objects"].get("skipped", 0) == sum(
+        len(read_segmentation_result(path)) for path in results.glob("results_*.pkl"))

@@ -30,6 +30,7 @@ from cleanpose.data.depth_completion import fill_missing
 from cleanpose.data.formats import housecat6d, nocs
 from cleanpose.data.rng import STREAMS, legacy_random_state, numpy_generator, sample_generators
 from cleanpose.data.sample import MIN_TEST_POINTS, InstanceSkipped, build_instance, mask_box
+from cleanpose.engine.train import resolve_device
 from cleanpose.errors import CheckpointError, DataFormatError
 from cleanpose.geometry import box_corners
 from cleanpose.models.net import CleanPoseNet
@@ -204,7 +205,7 @@ class Predictor:
 
     Args:
         model: the network (moved to `device`, eval mode).
-        device: where the network runs.
+        device: where the network runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` …
         precision: ``fp32`` | ``bf16`` | ``fp16`` autocast of the forward.
         image_size: side of the RGB crop the network was trained with (224 in the reference).
         num_points: points per object (1024 in the reference).
@@ -216,7 +217,7 @@ class Predictor:
         self,
         model: CleanPoseNet,
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         precision: str = "fp32",
         image_size: int = 224,
         num_points: int = 1024,
@@ -225,7 +226,7 @@ class Predictor:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
         self.precision = precision
         self.image_size = int(image_size)
@@ -238,10 +239,12 @@ class Predictor:
         cls,
         path: str | Path,
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         precision: str = "fp32",
         official_config: str | Path | None = None,
         official_queue: str | Path | None = None,
+        image_size: int | None = None,
+        num_points: int | None = None,
         seed: int = 0,
     ) -> Predictor:
         """A predictor from a cleanpose checkpoint or an official CleanPose/AG-Pose one (converted in memory).
@@ -254,6 +257,7 @@ class Predictor:
             device, precision, seed: see the class.
             official_config: reference YAML of an official checkpoint (default: inferred from its keys).
             official_queue: the official ``tensor_list.pkl`` queue (CleanPose needs one for its front door).
+            image_size, num_points: override the stored (or reference) crop side and point count.
 
         Raises:
             CheckpointError: missing, unreadable or mismatching checkpoint.
@@ -269,8 +273,10 @@ class Predictor:
             model = load_checkpoint(path)
             data = run_config.get("data", {}) if isinstance(run_config, dict) else {}
         names = category_names(model.config.num_categories, data.get("format"))
-        return cls(model, device=device, precision=precision, image_size=data.get("image_size", 224),
-                   num_points=data.get("num_points", 1024), categories=names, seed=seed)
+        image_size = image_size if image_size is not None else data.get("image_size", 224)
+        num_points = num_points if num_points is not None else data.get("num_points", 1024)
+        return cls(model, device=device, precision=precision, image_size=image_size, num_points=num_points,
+                   categories=names, seed=seed)
 
     def __call__(
         self,

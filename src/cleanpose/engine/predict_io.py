@@ -216,9 +216,10 @@ def write_frame_outputs(document: dict, overlay: np.ndarray, json_path: Path, pn
 def find_frames(folder: str | os.PathLike) -> list[FrameFiles]:
     """Frames of a folder: ``rgb/ depth/ masks/`` subfolders (same file names; optional ``labels/<name>.json``),
     else NOCS naming (``*_color.png`` with ``_depth.png``, ``_mask.png``, optional ``_meta.txt``), sorted.
+    Mask files are checked when read (they may come from `use_segmentation_results` instead).
 
     Raises:
-        DataFormatError: no frame found, or a frame misses its depth or mask file.
+        DataFormatError: no frame found, or a frame misses its depth file.
     """
     folder = Path(folder)
     frames = []
@@ -237,10 +238,28 @@ def find_frames(folder: str | os.PathLike) -> list[FrameFiles]:
     if not frames:
         raise DataFormatError(f"{folder}: no frames (neither rgb/ depth/ masks/ subfolders nor *_color.png files)")
     for files in frames:
-        for path in (files.depth, files.masks):
+        for path in (files.depth,):
             if not path.is_file():
                 raise DataFormatError(f"{path}: file of frame {files.name} not found")
     return frames
+
+
+def use_segmentation_results(frames: list[FrameFiles], folder: str | os.PathLike) -> None:
+    """Take each frame's masks from its segmentation-result pickle in `folder` (in place).
+
+    The pickle of frame ``<name>`` is the one ``results_*.pkl`` whose name ends in ``_<name>.pkl`` (the
+    reference names: ``results_test_scene_1_0000.pkl`` for ``scene_1/0000``).
+
+    Raises:
+        DataFormatError: a frame with no pickle, or with several.
+    """
+    pickles = sorted(Path(folder).glob("results_*.pkl"))
+    for files in frames:
+        matches = [path for path in pickles if path.name.endswith(f"_{files.name}.pkl")]
+        if len(matches) != 1:
+            found = ", ".join(path.name for path in matches) or "none"
+            raise DataFormatError(f"{folder}: frame {files.name} needs one results_*_{files.name}.pkl; found {found}")
+        files.masks = matches[0]
 
 
 def predict_files(predictor: Predictor, frames: list[FrameFiles], intrinsics: np.ndarray, out_dir, *,
