@@ -17,7 +17,6 @@ from cleanpose.data.datasets import (
     NocsTrainingDataset,
 )
 from cleanpose.data.depth_cache import FilledDepthCache
-from cleanpose.data.rng import STREAMS, sample_generators
 from cleanpose.data.depth_completion import fill_missing
 from cleanpose.data.formats.encoding import (
     read_depth,
@@ -29,6 +28,7 @@ from cleanpose.data.formats.encoding import (
     write_text_atomic,
 )
 from cleanpose.data.formats.nocs import CAMERA_INTRINSICS, REAL_INTRINSICS
+from cleanpose.data.rng import STREAMS, sample_generators
 from cleanpose.data.sample import crop_window
 from cleanpose.errors import DataFormatError
 from tests.data.conftest import HOUSECAT_INTRINSICS

@@ -92,7 +92,7 @@ def test_corners_follow_rotation_translation_and_size(predictor, synth_root):
         np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-5)
         # Every corner R·(±sx/2, ±sy/2, ±sz/2) + t, built by hand, is one of the returned corners.
         expected = [translation + sum(sign * half * rotation[:, axis] for axis, (sign, half) in
-                                      enumerate(zip(signs, size / 2)))
+                                      enumerate(zip(signs, size / 2, strict=True)))
                     for signs in itertools.product((1, -1), repeat=3)]
         for corner in expected:
             assert np.min(np.linalg.norm(pose.corners - corner, axis=1)) < 1e-9

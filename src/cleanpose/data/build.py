@@ -35,7 +35,7 @@ def build_training_datasets(config: TrainConfig) -> list[Dataset]:
         return [HouseCat6DTrainingDataset(data.root, **common)]
     return [
         NocsTrainingDataset(data.root, source, count, outlier_threshold=data.outlier_threshold, **common)
-        for source, count in zip(data.sources, data.images_per_epoch)
+        for source, count in zip(data.sources, data.images_per_epoch, strict=False)
     ]
 
 

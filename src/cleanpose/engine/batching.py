@@ -17,6 +17,7 @@ from torch.utils.data import Sampler
 from cleanpose.data.rng import PERMUTATION_KEY, legacy_random_state, numpy_generator, torch_generator
 from cleanpose.errors import ConfigError
 
+
 def epoch_permutation(num_samples: int, seed: int, epoch: int, stream: int) -> np.ndarray:
     """(num_samples,) int64: the order in which an epoch visits a source's sample indices."""
     return numpy_generator([seed, epoch, PERMUTATION_KEY, stream]).permutation(num_samples)
