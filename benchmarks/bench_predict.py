@@ -87,7 +87,10 @@ def main() -> None:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 5, 20], help="objects per frame")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per size (the median is reported)")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of random weights")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     predictor = build_predictor(args)
     print(f"device {args.device} ({torch.cuda.get_device_name() if predictor.device.type == 'cuda' else 'CPU'}), "

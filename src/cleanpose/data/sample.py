@@ -132,7 +132,7 @@ def backproject_choice(
 
     The depth is divided by 1000 in float32 and lifted with `cleanpose.geometry.backproject`
     (float64 arithmetic, float32 result), exactly the reference's full-frame computation restricted
-    to the pixels it gathers.
+    to the pixels it gathers; only the window is touched (same slicing as `window_indices`).
 
     Args:
         depth_mm: (H, W) float32 millimetres (filled depth).
@@ -144,12 +144,10 @@ def backproject_choice(
     Returns:
         (N, 3) float32 metres, camera frame.
     """
-    window_mask = np.zeros(mask.shape, dtype=bool)
-    window_mask[window.rmin : window.rmax, window.cmin : window.cmax] = mask[
-        window.rmin : window.rmax, window.cmin : window.cmax
-    ]
-    depth_m = np.asarray(depth_mm, dtype=np.float32) / np.float32(1000.0)
-    return backproject(depth_m, intrinsics, window_mask)[choice]
+    rows, cols = slice(window.rmin, window.rmax), slice(window.cmin, window.cmax)
+    origin = (rows.indices(mask.shape[0])[0], cols.indices(mask.shape[1])[0])
+    depth_m = np.asarray(depth_mm[rows, cols], dtype=np.float32) / np.float32(1000.0)
+    return backproject(depth_m, intrinsics, mask[rows, cols], origin)[choice]
 
 
 def crop_resize(rgb: np.ndarray, window: CropWindow, image_size: int) -> np.ndarray:
