@@ -286,3 +286,13 @@ def test_folder_of_nocs_frames_with_segmentation_pickles(trained, synth_root, tm
                                                                for c in segmentation.pred_class_ids]
     assert summary["objects"]["ok"] + summary["objects"].get("skipped", 0) == sum(
         len(read_segmentation_result(path)) for path in results.glob("results_*.pkl"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_tracks_fp32(trained, predictor, synth_root, precision):
+    reduced = Predictor.from_checkpoint(trained[0], device="cpu", precision=precision)
+    rgb, depth, mask, labels = _frame_arrays(synth_root)
+    for full, low in zip(predictor(rgb, depth, nocs.REAL_INTRINSICS, mask, labels),
+                         reduced(rgb, depth, nocs.REAL_INTRINSICS, mask, labels), strict=True):
+        np.testing.assert_allclose(low.translation, full.translation, atol=0.02)
+        np.testing.assert_allclose(low.size, full.size, rtol=0.1)
