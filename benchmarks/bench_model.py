@@ -42,16 +42,9 @@ Parameters: trainable / frozen of the module; the train-step rows count the net 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
-import gc
 import json
 import math
-import platform
-import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from timing import PeakMemory, device_name
 
 from cleanpose.config import ModelConfig
 from cleanpose.geometry import euler_xyz_to_matrix
@@ -266,85 +261,6 @@ def _elapsed_ms(start, end) -> float:
     return start.elapsed_time(end)
 
 
-class PeakMemory:
-    """Peak memory of a stretch of work above the level at :meth:`start` (see the module docstring)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._libc = _libc()
-        self._baseline = 0
-        self.resettable = device.type == "cuda" or self._reset_high_water_mark()
-        if device.type == "cuda":
-            self.method = "torch.cuda.max_memory_allocated (tensor memory)"
-        else:
-            current = "psutil" if _psutil() is not None else "/proc/self/statm"
-            self.method = (
-                f"peak RSS: getrusage ru_maxrss after resetting the high-water mark (/proc/self/clear_refs) "
-                f"minus RSS before ({current})"
-                if self.resettable
-                else "getrusage ru_maxrss, process-wide high-water mark NOT resettable: deltas are lower bounds"
-            )
-
-    def start(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self._baseline = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        if self._libc is not None:
-            self._libc.malloc_trim(0)  # give freed heap pages back, so the RSS before is the live memory
-        if self.resettable:
-            self._reset_high_water_mark()
-            self._baseline = _current_rss_bytes()
-        else:
-            self._baseline = _max_rss_bytes()
-
-    def stop(self) -> int:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - self._baseline
-        return max(_max_rss_bytes() - self._baseline, 0)
-
-    @staticmethod
-    def _reset_high_water_mark() -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: reset the peak RSS
-        except OSError:
-            return False
-        return True
-
-
-def _libc():
-    name = ctypes.util.find_library("c")
-    with contextlib.suppress(OSError):
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            return libc
-    return None
-
-
-def _psutil():
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil
-
-
-def _current_rss_bytes() -> int:
-    psutil = _psutil()
-    if psutil is not None:
-        return psutil.Process().memory_info().rss
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize()
-
-
-def _max_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-
 def _reset_gradients(case: Case) -> None:
     case.module.zero_grad(set_to_none=True)
     for leaf in case.leaves:
@@ -418,12 +334,6 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -480,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
 
     memory = PeakMemory(device)
     print(
-        f"device={device} ({_device_name(device)}), torch {torch.__version__}, B={args.batch} N={args.points} "
+        f"device={device} ({device_name(device)}), torch {torch.__version__}, B={args.batch} N={args.points} "
         f"{IMAGE_SIZE}x{IMAGE_SIZE} crops, precision={args.precision}, mean of {args.iters} after {args.warmup} "
         f"warm-up\nmemory: {memory.method}\n{markdown_table([])}",
         flush=True,
@@ -516,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
         report = {
             "settings": settings,
-            "device_name": _device_name(device),
+            "device_name": device_name(device),
             "torch": torch.__version__,
             "memory_method": memory.method,
             "results": [dataclasses.asdict(row) for row in results],

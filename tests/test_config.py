@@ -9,11 +9,13 @@ from cleanpose.config import (
     CONFIG_VERSION,
     AttentionConfig,
     ModelConfig,
+    TrainConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config,
     save_config,
+    upgrade_config,
 )
 from cleanpose.errors import ConfigError
 
@@ -46,7 +48,7 @@ HOUSECAT6D_POSE_NET = {
 
 def test_defaults_are_the_camera_real_network():
     config = ModelConfig()
-    assert config.version == CONFIG_VERSION == 1
+    assert config.version == CONFIG_VERSION == 2
     assert config.rgb_backbone == "dino"
     assert config.num_categories == 6 and config.nocs_predictor.num_categories == 6
     assert config.keypoint_detector.num_keypoints == 96
@@ -146,9 +148,10 @@ def test_unknown_key_lists_valid_keys_at_that_level(tmp_path):
         ({"front_door": 3}, r"'front_door' must be a mapping; got 3"),
         (
             {"point_encoder": {"radii": [[0.01], [0.02], [0.04], [0.08]]}},
-            r"point_encoder: level 0 has 1 radii but 2 num_samples",
+            r"point_encoder: level 0 has 1 radii but 2 num_neighbors",
         ),
-        ({"version": 2}, r"unsupported config version 2; this cleanpose reads version 1"),
+        ({"version": 3}, r"unsupported config version 3; this cleanpose reads versions 1 to 2"),
+        ({"version": 0}, r"unsupported config version 0; this cleanpose reads versions 1 to 2"),
     ],
 )
 def test_type_and_range_errors(data, message):
@@ -193,7 +196,7 @@ def test_override_errors():
         load_config({}, ModelConfig, overrides=["front_door"])
     with pytest.raises(
         ConfigError,
-        match=r"--set front_door.length=3: unknown key 'front_door.length'; valid keys: feature_dim, cross_attention",
+        match=r"--set front_door.length=3: unknown key 'front_door.length'; valid keys: model_dim, cross_attention",
     ):
         load_config({}, ModelConfig, overrides=["front_door.length=3"])
     with pytest.raises(ConfigError, match=r"--set num_categories.x=3: 'num_categories' is a value, not a section"):
@@ -237,3 +240,38 @@ def test_config_from_dict_accepts_built_sections():
     attention = AttentionConfig(num_blocks=1, model_dim=8, num_heads=2, ffn_dim=8)
     config = config_from_dict({"keypoint_detector": {"attention": attention}}, ModelConfig)
     assert config.keypoint_detector.attention is attention
+
+
+def test_version_1_files_are_upgraded(tmp_path):
+    # Version 1 named the widths `feature_dim` (front door, reconstructor) and the ball-query counts
+    # `num_samples`; version 2 uses `model_dim` and `num_neighbors` everywhere.
+    old_model = {
+        "point_encoder": {"num_samples": [[4, 8], [4, 8], [4, 8], [4, 8]]},
+        "front_door": {"feature_dim": 64, "cross_attention": {"model_dim": 64}, "self_attention": {"model_dim": 64}},
+        "reconstructor": {"feature_dim": 64},
+    }
+    expected = load_config(
+        {
+            "point_encoder": {"num_neighbors": [[4, 8], [4, 8], [4, 8], [4, 8]]},
+            "front_door": {"model_dim": 64, "cross_attention": {"model_dim": 64}, "self_attention": {"model_dim": 64}},
+            "reconstructor": {"model_dim": 64},
+        },
+        ModelConfig,
+    )
+    assert expected.front_door.model_dim == 64 and expected.point_encoder.num_neighbors[0] == (4, 8)
+    assert load_config({"version": 1, **old_model}, ModelConfig) == expected
+    # In a training file the model section takes the file's version unless it has its own.
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "model": old_model}))
+    assert load_config(path, TrainConfig).model == expected
+    path.write_text(yaml.safe_dump({"version": 2, "model": {"version": 1, **old_model}}))
+    assert load_config(path, TrainConfig).model == expected
+    # Overrides use the current names and apply after the upgrade.
+    upgraded = load_config({"version": 1, **old_model}, ModelConfig, overrides=["reconstructor.model_dim=32"])
+    assert upgraded.reconstructor.model_dim == 32
+    # The raw mapping is not changed; a version-2 file with a version-1 key is an error.
+    raw = {"version": 1, "reconstructor": {"feature_dim": 64}}
+    upgrade_config(raw, ModelConfig)
+    assert raw == {"version": 1, "reconstructor": {"feature_dim": 64}}
+    with pytest.raises(ConfigError, match=r"unknown key 'reconstructor.feature_dim'; valid keys: points_per_keypoint"):
+        load_config({"version": 2, "reconstructor": {"feature_dim": 64}}, ModelConfig)

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from cleanpose.errors import UsageError
+from cleanpose.errors import OutputError
 from cleanpose.fileio import atomic_write_bytes, atomic_writer, ensure_writable_folder
 
 
@@ -28,14 +28,14 @@ def test_interrupted_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
 def test_ensure_writable_folder_creates_and_checks_space(tmp_path):
     folder = ensure_writable_folder(tmp_path / "x" / "y")
     assert folder.is_dir() and list(folder.iterdir()) == []
-    with pytest.raises(UsageError, match=r"MiB free on its disk; need at least"):
+    with pytest.raises(OutputError, match=r"MiB free on its disk; need at least"):
         ensure_writable_folder(tmp_path, min_free_bytes=2**62)
 
 
 def test_ensure_writable_folder_rejects_a_path_under_a_file(tmp_path):
     blocker = tmp_path / "plain_file"
     blocker.write_text("not a folder")
-    with pytest.raises(UsageError, match=r"plain_file/logs: folder is not writable"):
+    with pytest.raises(OutputError, match=r"plain_file/logs: folder is not writable"):
         ensure_writable_folder(blocker / "logs")
 
 

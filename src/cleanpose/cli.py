@@ -75,6 +75,30 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--format", choices=("nocs", "housecat6d"), default=None, help="default: detect")
     check.add_argument("--limit", type=int, default=None, help="check at most this many frames per split")
     check.set_defaults(handler=_run_data_check)
+    prepare = data_commands.add_parser(
+        "prepare", help="NOCS downloads -> the preprocessed layout (labels, lists, point models), as SPD/DPDN make it"
+    )
+    prepare.add_argument("--raw", required=True, help="folder of the unpacked NOCS downloads")
+    prepare.add_argument("--out", required=True, help="prepared dataset root to create (the reference data/ folder)")
+    prepare.add_argument("--splits", default=None,
+                         help="comma-separated subset of camera_train,camera_val,real_train,real_test (default all)")
+    prepare.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    prepare.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the RANSAC and point-sampling streams")
+    prepare.set_defaults(handler=_run_data_prepare)
+
+
+def _run_data_prepare(args: argparse.Namespace) -> int:
+    from cleanpose.data.prepare import prepare
+
+    splits = tuple(args.splits.split(",")) if args.splits else None
+    summary = prepare(args.raw, args.out, splits=splits, workers=args.workers, resume=args.resume, seed=args.seed,
+                      progress=not args.quiet)
+    for split in summary.splits:
+        print(f"{split}: {summary.frames[split]} frames listed, {summary.usable[split]} usable, "
+              f"{summary.labelled[split]} labelled, {summary.skipped[split]} skipped")
+    print(f"{summary.models} point models; {summary.frames_per_second:.1f} frames/s; report: {summary.report}")
+    return 0
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -123,16 +147,29 @@ def _run_synth(args: argparse.Namespace) -> int:
             raise UsageError(f"--image-size must look like 640x480; got {args.image_size!r}") from None
         image_size = (width, height)
     noise = SensorNoise(enabled=not args.no_noise)
+    meshes = backgrounds = None
+    if args.models is None and (args.test_fraction is not None or args.procedural_fraction is not None):
+        raise UsageError("--test-fraction and --procedural-fraction apply to --models meshes; pass --models DIR")
+    if args.models is not None:
+        from cleanpose.data.synth.user_library import mesh_settings
+
+        meshes = mesh_settings(args.models, args.format, 0.25 if args.test_fraction is None else args.test_fraction,
+                               args.procedural_fraction or 0.0, args.skip_bad)
+    if args.backgrounds is not None:
+        from cleanpose.data.synth.backgrounds import scan_backgrounds
+
+        backgrounds = scan_backgrounds(args.backgrounds, args.skip_bad)
     if args.preview:
         path = write_preview(args.out / "preview.png" if args.out.suffix != ".png" else args.out,
                              format=args.format, frames=args.preview_frames, seed=args.seed,
-                             image_size=image_size, noise=noise)
+                             image_size=image_size, noise=noise, meshes=meshes, backgrounds=backgrounds)
         print(path)
         return 0
     splits = tuple(args.splits.split(",")) if args.splits else None
     summary = generate(args.out, format=args.format, scenes=args.scenes, frames_per_scene=args.frames_per_scene,
                        seed=args.seed, workers=args.workers, image_size=image_size, splits=splits, noise=noise,
-                       overwrite=args.overwrite, progress=not args.quiet)
+                       overwrite=args.overwrite, progress=not args.quiet, meshes=meshes, backgrounds=backgrounds,
+                       raw=args.raw)
     print(f"wrote {summary.frames} frames ({summary.labelled_frames} labelled) of {summary.scenes} scenes and "
           f"{summary.models} models to {summary.out_dir} in {summary.seconds:.1f} s "
           f"({summary.frames_per_second:.2f} frames/s)")
@@ -156,9 +193,24 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", default=None, help="WxH, default 640x480 (nocs) / 1096x852 (housecat6d)")
     synth.add_argument("--no-noise", action="store_true", help="perfect depth (no sensor noise model)")
     synth.add_argument("--overwrite", action="store_true", help="replace a previous synthetic dataset in --out")
+    synth.add_argument("--raw", action="store_true",
+                       help="nocs: write the raw layout of the NOCS downloads (input of `data prepare`), no labels")
     synth.add_argument("--preview", action="store_true",
                        help="only write a PNG grid (colour, depth, mask, NOCS) of a few frames")
     synth.add_argument("--preview-frames", type=int, default=4, help="rows of the preview grid (default 4)")
+    synth.add_argument("--models", type=Path, default=None,
+                       help="render your own meshes: DIR/<category>/<instance>.{obj,ply,glb,gltf}, DIR/models.yaml, "
+                            "or a NOCS obj_models folder (docs/synth_meshes.md)")
+    synth.add_argument("--backgrounds", type=Path, default=None,
+                       help="folder of JPG/PNG photos composited behind the scenes")
+    synth.add_argument("--test-fraction", type=float, default=None,
+                       help="with --models: fraction of each category's meshes held out for the test splits "
+                            "(default 0.25; 0 = every mesh in every split)")
+    synth.add_argument("--procedural-fraction", type=float, default=None,
+                       help="with --models: share of procedural instances per category, in [0, 1) (default 0)")
+    synth.add_argument("--skip-bad", action="store_true",
+                       help="leave out (log and count) unreadable meshes, empty category folders and bad photos "
+                            "instead of stopping")
     synth.set_defaults(handler=_run_synth)
 
 
@@ -230,10 +282,44 @@ def _add_queue(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_queue)
 
 
-def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
-    from cleanpose.engine.teacher_pretrain import add_teacher_parser
+def _run_teacher_pretrain(args: argparse.Namespace) -> int:
+    from cleanpose.engine.teacher_pretrain import TeacherPretrainSettings, pretrain_teacher
 
-    add_teacher_parser(subparsers)
+    settings = TeacherPretrainSettings(
+        teacher=args.teacher, format=args.format, instances_per_category=args.instances_per_category,
+        points=args.points, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        workers=args.workers,
+    )
+    pretrain_teacher(args.out, settings, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
+    teacher = subparsers.add_parser("teacher", help="offline substitutes for the ULIP teacher weights")
+    teacher_commands = teacher.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND", required=True)
+    parser = teacher_commands.add_parser(
+        "pretrain",
+        help="pretrain a teacher on the synthetic shape library and save it in the ULIP checkpoint layout",
+        description=(
+            "Train the PointBERT (or PointNet2-SSG) teacher at reference size on clouds of synthetic shape "
+            "instances (category classification + InfoNCE between two augmented views) and write OUT in the "
+            "official ULIP checkpoint layout, for distillation.teacher_checkpoint or run.queue_teacher_checkpoint."
+        ),
+    )
+    parser.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint file to write")
+    parser.add_argument("--teacher", choices=("pointbert", "pointnet2_ssg"), default="pointbert",
+                        help="default pointbert")
+    parser.add_argument("--format", choices=("nocs", "housecat6d"), default="nocs", help="category set (default nocs)")
+    parser.add_argument("--instances-per-category", type=int, default=None, metavar="N",
+                        help="fixed pool of N instances per category (default: fresh instance per sample)")
+    parser.add_argument("--points", type=int, default=1024, help="points per cloud (default 1024)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per step, 2 views each (default 32)")
+    parser.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (default 5e-4)")
+    parser.add_argument("--seed", type=int, default=0, help="equal seeds give identical files (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    parser.set_defaults(handler=_run_teacher_pretrain)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -256,7 +342,7 @@ def _run_test(args: argparse.Namespace) -> int:
     from cleanpose.engine.test import evaluate_and_report, predict_dataset
     from cleanpose.engine.train import resolve_device
     from cleanpose.metrics import format_markdown_table
-    from cleanpose.models.net import load_checkpoint
+    from cleanpose.models import load_checkpoint
 
     config = _load_train_config(args)
     device = resolve_device(config.run.device)

@@ -14,7 +14,8 @@ class DataFormatError(CleanposeError, ValueError):
 
 
 class ConfigError(CleanposeError, ValueError):
-    """A config file or override has an unknown key, a wrong type or an out-of-range value."""
+    """A config file, an override or a setting passed to a library function has an unknown key or name, a
+    wrong type or an out-of-range value."""
 
 
 class CheckpointError(CleanposeError, RuntimeError):
@@ -25,5 +26,11 @@ class BackendUnavailableError(CleanposeError, RuntimeError):
     """A requested fast path (CUDA kernel, embree ray caster, pretrained weights) is not available."""
 
 
+class OutputError(CleanposeError, OSError):
+    """An output file or folder cannot be written: not writable, not a folder, too little free space, or it
+    holds files that cleanpose refuses to replace."""
+
+
 class UsageError(CleanposeError, ValueError):
-    """A command-line argument or argument combination is invalid."""
+    """A command-line argument or argument combination is invalid (raised by ``cli.py`` only; library
+    functions raise the classes above)."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from cleanpose.errors import UsageError
+from cleanpose.errors import OutputError
 
 
 @contextlib.contextmanager
@@ -56,7 +56,7 @@ def ensure_writable_folder(folder: str | os.PathLike, min_free_bytes: int = 0) -
     """Create `folder` if needed and check that a file can be written there with room to spare.
 
     Raises:
-        UsageError: the folder cannot be created or written, or has less than `min_free_bytes` free.
+        OutputError: the folder cannot be created or written, or has less than `min_free_bytes` free.
     """
     path = Path(folder)
     try:
@@ -64,10 +64,10 @@ def ensure_writable_folder(folder: str | os.PathLike, min_free_bytes: int = 0) -
         atomic_write_bytes(path / ".write_probe", b"ok")
         (path / ".write_probe").unlink()
     except OSError as error:
-        raise UsageError(f"{path}: folder is not writable ({error.strerror or error})") from error
+        raise OutputError(f"{path}: folder is not writable ({error.strerror or error})") from error
     free = shutil.disk_usage(path).free
     if free < min_free_bytes:
-        raise UsageError(
+        raise OutputError(
             f"{path}: only {free / 2**20:.1f} MiB free on its disk; need at least {min_free_bytes / 2**20:.1f} MiB"
         )
     return path

@@ -6,7 +6,7 @@ import pytest
 from cleanpose.cli import main
 from cleanpose.data.check import check_dataset, detect_format
 from cleanpose.data.formats.encoding import read_pickle, write_mask, write_pickle_atomic
-from cleanpose.errors import UsageError
+from cleanpose.errors import ConfigError, DataFormatError
 
 
 def test_clean_nocs_tree_counts(nocs_tree):
@@ -63,9 +63,9 @@ def test_size_mismatch_and_housecat_label_problem(housecat_tree):
 def test_limit_and_format_errors(nocs_tree, tmp_path):
     report = check_dataset(nocs_tree.root, limit=1, progress=False)
     assert report.frames["camera/train"] == 1
-    with pytest.raises(UsageError, match="cannot tell the dataset format"):
+    with pytest.raises(DataFormatError, match="cannot tell the dataset format"):
         detect_format(tmp_path)
-    with pytest.raises(UsageError, match="unknown dataset format 'bop'"):
+    with pytest.raises(ConfigError, match="unknown dataset format 'bop'"):
         check_dataset(nocs_tree.root, "bop")
     empty = check_dataset(tmp_path, "nocs", progress=False)
     assert not empty.ok and "no NOCS split found" in str(empty.errors[0])

@@ -16,7 +16,7 @@ TINY_MODEL = {
     "point_encoder": {
         "num_centers": [12, 6],
         "radii": [[0.04, 0.08], [0.08, 0.16]],
-        "num_samples": [[4, 6], [4, 6]],
+        "num_neighbors": [[4, 6], [4, 6]],
         "sa_channels": [[8, 16], [16, 16]],
         "fp_channels": [[128], [16]],
     },
@@ -63,7 +63,7 @@ def write_train_config(synth_root, folder, name="train.yaml", **sections):
     path.write_text(yaml.safe_dump(config))
     parsed = load_config(path, TrainConfig)
     features = parsed.model.front_door
-    queue_shape = (parsed.model.num_categories, features.queue_length, features.feature_dim)
+    queue_shape = (parsed.model.num_categories, features.queue_length, features.model_dim)
     generator = torch.Generator().manual_seed(0)
     write_queue_file(parsed.run.initial_queue, torch.randn(queue_shape, generator=generator), "test")
     return path

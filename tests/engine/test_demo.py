@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cleanpose.engine.demo import run_demo
-from cleanpose.errors import UsageError
+from cleanpose.errors import OutputError
 from cleanpose.metrics import evaluate_results, metrics_to_json
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-cpu.yaml"
@@ -25,5 +25,5 @@ def test_quick_demo_chain(tmp_path):
 
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("user data")
-    with pytest.raises(UsageError, match="not a cleanpose demo folder"):
+    with pytest.raises(OutputError, match="not a cleanpose demo folder"):
         run_demo(tmp_path / "other", CONFIG, quick=True, quiet=True)

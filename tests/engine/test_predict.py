@@ -23,7 +23,7 @@ from cleanpose.engine.predict_io import read_labels
 from cleanpose.engine.test import predict_dataset
 from cleanpose.engine.train import train
 from cleanpose.errors import DataFormatError
-from cleanpose.models.net import load_checkpoint
+from cleanpose.models import load_checkpoint
 from tests.engine.conftest import write_train_config
 
 FRAME = "real/test/scene_2/0000"  # five objects

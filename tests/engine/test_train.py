@@ -14,8 +14,8 @@ import torch
 from cleanpose.config import TrainConfig, load_config
 from cleanpose.engine.hooks import read_loss_log
 from cleanpose.engine.train import train
-from cleanpose.errors import ConfigError, UsageError
-from cleanpose.models.net import read_checkpoint
+from cleanpose.errors import ConfigError, OutputError
+from cleanpose.models.checkpoint import read_checkpoint
 from tests.engine.conftest import TINY_MODEL
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -48,9 +48,12 @@ def test_two_gloo_ranks_equal_one_process_with_two_micro_batches(train_config_fi
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _cli("train", "--config", str(config), "--set", f"run.out_dir={single}", "run.micro_batches=2")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "cleanpose", "--quiet", "train", "--config", str(config), "--set", f"run.out_dir={ddp}"]  # fmt: skip
+                "-m", "cleanpose", "--quiet", "train", "--config", str(config), "--set", f"run.out_dir={ddp}",
+                "run.validate_every=1", "data.val_split=real", "data.val_masks=gt"]  # fmt: skip
     done = subprocess.run(torchrun, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # validation (rank 0 only, the other rank at a barrier) leaves the training unchanged
+    assert [record["step"] for record in read_loss_log(ddp / "metrics.jsonl")] == [1, 2]
 
     _assert_losses_close(_losses(ddp), _losses(single), rel=1e-5)
     one, two = read_checkpoint(single / "checkpoints/last.pt"), read_checkpoint(ddp / "checkpoints/last.pt")
@@ -103,7 +106,7 @@ def test_unwritable_or_full_output_fails_before_training(train_config_file, tmp_
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     config = load_config(train_config_file(run={"out_dir": str(blocker / "run")}), TrainConfig)
-    with pytest.raises(UsageError, match="not writable"):
+    with pytest.raises(OutputError, match="not writable"):
         train(config, quiet=True)
 
     import shutil
@@ -111,7 +114,7 @@ def test_unwritable_or_full_output_fails_before_training(train_config_file, tmp_
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
     config = load_config(train_config_file(), TrainConfig)
-    with pytest.raises(UsageError, match="MiB free"):
+    with pytest.raises(OutputError, match="MiB free"):
         train(config, quiet=True)
     assert not (tmp_path / "run" / "losses.jsonl").exists()
 

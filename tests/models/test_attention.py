@@ -89,12 +89,12 @@ def check_all_parameters_get_gradients(module: torch.nn.Module, loss: torch.Tens
 
 def oracle_multihead(attention: torch.nn.MultiheadAttention, query, key, value) -> torch.Tensor:
     """softmax(Q Kᵀ / √d_h) V per head with the packed projections, then out_proj; explicit loops over heads."""
-    d_model, heads = attention.embed_dim, attention.num_heads
-    head_dim = d_model // heads
+    model_dim, heads = attention.embed_dim, attention.num_heads
+    head_dim = model_dim // heads
     weight, bias = attention.in_proj_weight.double(), attention.in_proj_bias.double()
-    q = query @ weight[:d_model].T + bias[:d_model]
-    k = key @ weight[d_model:2 * d_model].T + bias[d_model:2 * d_model]
-    v = value @ weight[2 * d_model:].T + bias[2 * d_model:]
+    q = query @ weight[:model_dim].T + bias[:model_dim]
+    k = key @ weight[model_dim:2 * model_dim].T + bias[model_dim:2 * model_dim]
+    v = value @ weight[2 * model_dim:].T + bias[2 * model_dim:]
     outputs = []
     for h in range(heads):
         part = slice(h * head_dim, (h + 1) * head_dim)
@@ -151,7 +151,7 @@ def randomize_norms(module: torch.nn.Module, generator: torch.Generator) -> None
 
 def test_attention_block_matches_float64_oracle():
     generator = torch.Generator().manual_seed(0)
-    block = AttentionBlock(d_model=16, num_heads=4, dim_ffn=8)
+    block = AttentionBlock(model_dim=16, num_heads=4, ffn_dim=8)
     randomize_norms(block, generator)
     block.double().eval()
     queries = torch.randn(2, 5, 16, generator=generator, dtype=torch.float64)
@@ -161,7 +161,7 @@ def test_attention_block_matches_float64_oracle():
 
 def test_self_attention_block_matches_float64_oracle():
     generator = torch.Generator().manual_seed(1)
-    block = SelfAttentionBlock(d_model=16, num_heads=2, dim_ffn=12)
+    block = SelfAttentionBlock(model_dim=16, num_heads=2, ffn_dim=12)
     randomize_norms(block, generator)
     block.double().eval()
     tokens = torch.randn(3, 6, 16, generator=generator, dtype=torch.float64)
@@ -171,7 +171,7 @@ def test_self_attention_block_matches_float64_oracle():
 def test_memory_is_not_normalised():
     # Scaling the memory changes the output: a normalised memory would make it scale-invariant.
     generator = torch.Generator().manual_seed(2)
-    block = AttentionBlock(d_model=8, num_heads=2, dim_ffn=8).double().eval()
+    block = AttentionBlock(model_dim=8, num_heads=2, ffn_dim=8).double().eval()
     queries = torch.randn(1, 3, 8, generator=generator, dtype=torch.float64)
     memory = torch.randn(1, 4, 8, generator=generator, dtype=torch.float64)
     assert_close(block(queries, memory), oracle_attention_block(block, queries, memory))
@@ -180,8 +180,8 @@ def test_memory_is_not_normalised():
 
 def test_layers_chain_their_blocks():
     generator = torch.Generator().manual_seed(3)
-    layer = AttentionLayer(num_blocks=3, d_model=8, num_heads=2, dim_ffn=8).double().eval()
-    self_layer = SelfAttentionLayer(num_blocks=2, d_model=8, num_heads=4, dim_ffn=4).double().eval()
+    layer = AttentionLayer(num_blocks=3, model_dim=8, num_heads=2, ffn_dim=8).double().eval()
+    self_layer = SelfAttentionLayer(num_blocks=2, model_dim=8, num_heads=4, ffn_dim=4).double().eval()
     queries = torch.randn(2, 4, 8, generator=generator, dtype=torch.float64)
     memory = torch.randn(2, 9, 8, generator=generator, dtype=torch.float64)
     expected, expected_self = queries, queries
@@ -195,7 +195,7 @@ def test_layers_chain_their_blocks():
 
 def test_float32_matches_float64_and_gradients_reach_all_parameters():
     generator = torch.Generator().manual_seed(4)
-    layer = AttentionLayer(num_blocks=2, d_model=16, num_heads=4, dim_ffn=8)
+    layer = AttentionLayer(num_blocks=2, model_dim=16, num_heads=4, ffn_dim=8)
     queries = torch.randn(2, 5, 16, generator=generator)
     memory = torch.randn(2, 7, 16, generator=generator)
     expected = queries.double()
@@ -208,8 +208,8 @@ def test_float32_matches_float64_and_gradients_reach_all_parameters():
 
 def test_key_maps_follow_reference_names():
     layer = torch.nn.Module()
-    layer.attention_layer = AttentionLayer(num_blocks=2, d_model=8, num_heads=2, dim_ffn=8)
-    layer.self_layer = SelfAttentionLayer(num_blocks=1, d_model=8, num_heads=2, dim_ffn=8)
+    layer.attention_layer = AttentionLayer(num_blocks=2, model_dim=8, num_heads=2, ffn_dim=8)
+    layer.self_layer = SelfAttentionLayer(num_blocks=1, model_dim=8, num_heads=2, ffn_dim=8)
     key_map = attention_layer_key_map(r"attention_layer\.", r"attn_layer\.") + self_attention_layer_key_map(
         r"self_layer\.", r"self_attn_layer\."
     )
@@ -233,7 +233,7 @@ def test_key_maps_follow_reference_names():
 
 def test_eval_forward_is_deterministic():
     generator = torch.Generator().manual_seed(5)
-    layer = AttentionLayer(num_blocks=1, d_model=8, num_heads=2, dim_ffn=8, dropout=0.5).eval()
+    layer = AttentionLayer(num_blocks=1, model_dim=8, num_heads=2, ffn_dim=8, dropout=0.5).eval()
     queries = torch.randn(2, 3, 8, generator=generator)
     memory = torch.randn(2, 4, 8, generator=generator)
     with torch.no_grad():

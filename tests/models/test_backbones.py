@@ -226,12 +226,14 @@ def test_dino_weight_errors(tmp_path):
         small_dino(weights_path=missing)
     bad = tmp_path / "bad.pth"
     torch.save({"cls_token": torch.zeros(1, 1, 48)}, bad)
-    with pytest.raises(CheckpointError, match=r"bad.pth: DINOv2 keys do not match; missing: \['blocks"):
+    mismatch = r"bad.pth: DINOv2 state dict does not match the DINOv2 backbone; missing keys: blocks"
+    with pytest.raises(CheckpointError, match=mismatch):
         small_dino(random_init=False, weights_path=bad)
     wrong_shape = {key.removeprefix("vit."): value for key, value in small_dino().state_dict().items() if key.startswith("vit.")}
     wrong_shape["pos_embed"] = torch.zeros(1, 17, 48)
     torch.save(wrong_shape, bad)
-    with pytest.raises(CheckpointError, match=r"shape mismatch: pos_embed \(1, 17, 48\) \(expected \(1, 50, 48\)\)"):
+    mismatch = r"shape mismatch \(file vs backbone\): pos_embed \(1, 17, 48\) vs \(1, 50, 48\)"
+    with pytest.raises(CheckpointError, match=mismatch):
         small_dino(random_init=False, weights_path=bad)
     not_state = tmp_path / "list.pth"
     torch.save([1, 2], not_state)
@@ -326,7 +328,8 @@ def test_psp_loads_torchvision_imagenet_file(tmp_path):
     for key, value in model.resnet.state_dict().items():
         torch.testing.assert_close(value, source.state_dict()[key], rtol=0, atol=0)
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
-    with pytest.raises(CheckpointError, match=r"resnet18.pth: ResNet18 keys do not match; missing: \['bn1"):
+    mismatch = r"resnet18.pth: ResNet18 state dict does not match the ResNet18 backbone; missing keys: bn1"
+    with pytest.raises(CheckpointError, match=mismatch):
         PSPResNet18(imagenet_weights_path=path)
     with pytest.raises(CheckpointError, match="nothere.pth: ResNet18 weights file not found"):
         PSPResNet18(imagenet_weights_path=tmp_path / "nothere.pth")

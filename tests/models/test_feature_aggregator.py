@@ -100,7 +100,7 @@ def test_reference_sizes_parameter_count_and_keys():
 @pytest.mark.parametrize("training", [False, True])
 def test_matches_float64_oracle(training):
     generator = torch.Generator().manual_seed(0)
-    aggregator = GeometricAwareFeatureAggregator(num_neighbors=(3, 6), d_model=16)
+    aggregator = GeometricAwareFeatureAggregator(num_neighbors=(3, 6), model_dim=16)
     randomize_norms(aggregator, generator)
     aggregator.double().train(training)
     inputs = _inputs(generator)
@@ -115,7 +115,7 @@ def test_matches_float64_oracle(training):
 def test_duplicate_points_give_the_same_result_as_unique_ones():
     # Duplicated points (as the resampling makes) tie in the kNN; any tie order must give the same output.
     generator = torch.Generator().manual_seed(1)
-    aggregator = GeometricAwareFeatureAggregator(num_neighbors=(4,), d_model=8).double().eval()
+    aggregator = GeometricAwareFeatureAggregator(num_neighbors=(4,), model_dim=8).double().eval()
     keypoint_features, keypoints, point_features, points = _inputs(generator, num_points=10, width=8)
     order = torch.randperm(20, generator=generator)
     doubled_points = torch.cat([points, points], 1)[:, order]
@@ -128,11 +128,11 @@ def test_duplicate_points_give_the_same_result_as_unique_ones():
 
 def test_float32_close_to_float64_gradients_and_determinism():
     generator = torch.Generator().manual_seed(2)
-    aggregator = GeometricAwareFeatureAggregator(num_neighbors=(4, 8), d_model=16)
+    aggregator = GeometricAwareFeatureAggregator(num_neighbors=(4, 8), model_dim=16)
     inputs = _inputs(generator, dtype=torch.float32)
     output = aggregator(*inputs)
     check_all_parameters_get_gradients(aggregator, (output * torch.randn(output.shape, generator=generator)).sum())
-    reference = GeometricAwareFeatureAggregator(num_neighbors=(4, 8), d_model=16).double().eval()
+    reference = GeometricAwareFeatureAggregator(num_neighbors=(4, 8), model_dim=16).double().eval()
     reference.load_state_dict(aggregator.state_dict())
     aggregator.eval()
     with torch.no_grad():

@@ -19,7 +19,7 @@ from tests.models.test_attention import (
 
 
 def _tiny_encoder():
-    return FrontDoorEncoder(feature_dim=16, cross_blocks=2, cross_heads=4, cross_ffn_dim=8, self_blocks=1,
+    return FrontDoorEncoder(model_dim=16, cross_blocks=2, cross_heads=4, cross_ffn_dim=8, self_blocks=1,
                             self_heads=2, self_ffn_dim=12)  # fmt: skip
 
 
@@ -73,7 +73,7 @@ def test_encoder_gradients_float32_and_determinism():
 
 def test_encoder_from_config():
     config = FrontDoorConfig(
-        feature_dim=8,
+        model_dim=8,
         cross_attention=AttentionConfig(num_blocks=3, model_dim=8, num_heads=2, ffn_dim=5),
         self_attention=AttentionConfig(num_blocks=1, model_dim=8, num_heads=4, ffn_dim=6),
     )
@@ -82,7 +82,7 @@ def test_encoder_from_config():
     assert encoder.cross_attention_layer.blocks[0].ffn[0].out_features == 5
     assert encoder.self_attention_layer.blocks[0].self_attention.num_heads == 4
     with pytest.raises(ConfigError, match="front_door.cross_attention.model_dim 256 differs"):
-        FrontDoorEncoder.from_config(FrontDoorConfig(feature_dim=8))
+        FrontDoorEncoder.from_config(FrontDoorConfig(model_dim=8))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,6 +143,21 @@ def test_draw_with_explicit_indices():
         queue.draw(3, queue_idx=torch.where(index == 4, -1, index))
     with pytest.raises(ValueError, match="dtype torch.float32; expected an integer"):
         queue.draw(3, queue_idx=index.float())
+
+
+def test_draw_with_one_draw_per_object():
+    queue = _filled_queue()
+    index = torch.tensor([[[4, 0], [1, 1], [0, 3]], [[2, 2], [3, 0], [1, 4]]])  # (B=2, C=3, S=2)
+    drawn = queue.draw(2, queue_idx=index)
+    assert drawn.shape == (2, 3, 2, 4)
+    for b in range(2):
+        for c in range(3):
+            for j in range(2):
+                assert torch.equal(drawn[b, c, j], queue.features[c, int(index[b, c, j])])
+    with pytest.raises(ValueError, match=r"queue_idx has shape \(2, 2, 2\); expected \(3, 2\)"):
+        queue.draw(2, queue_idx=index[:, :2])
+    with pytest.raises(ValueError, match=r"queue_idx has shape \(1, 2, 3, 2\)"):
+        queue.draw(2, queue_idx=index[None])
 
 
 def test_default_sampler_reproduces_the_reference_draw():
@@ -219,7 +234,7 @@ def test_push_rejects_mismatched_shapes():
 
 
 def test_queue_from_config():
-    queue = ConfounderQueue.from_config(FrontDoorConfig(feature_dim=8, queue_length=7, num_queue_samples=2,
+    queue = ConfounderQueue.from_config(FrontDoorConfig(model_dim=8, queue_length=7, num_queue_samples=2,
                                                         cross_attention=AttentionConfig(model_dim=8),
                                                         self_attention=AttentionConfig(model_dim=8)), 3)  # fmt: skip
     assert queue.features.shape == (3, 7, 8)

@@ -18,7 +18,7 @@ from tests.models.test_attention import (
 
 
 def _tiny(generator, **kwargs):
-    detector = InstanceAdaptiveKeypointDetector(num_keypoints=8, d_model=16, num_blocks=2, num_heads=4, dim_ffn=8,
+    detector = InstanceAdaptiveKeypointDetector(num_keypoints=8, model_dim=16, num_blocks=2, num_heads=4, ffn_dim=8,
                                                 **kwargs)  # fmt: skip
     randomize_norms(detector, generator)
     return detector

@@ -24,7 +24,7 @@ TINY = {
     "point_encoder": {
         "num_centers": [12, 6],
         "radii": [[0.04, 0.08], [0.08, 0.16]],
-        "num_samples": [[4, 6], [4, 6]],
+        "num_neighbors": [[4, 6], [4, 6]],
         "sa_channels": [[8, 16], [16, 16]],
         "fp_channels": [[128], [16]],
     },
@@ -133,11 +133,42 @@ def test_eval_outputs_and_translation_equivariance():
     # Keypoints are heat-map averages of the centred points.
     expected = out["heat_map"].double() @ (batch["pts"] - batch["pts"].mean(1, keepdim=True)).double()
     torch.testing.assert_close(out["local_kpt_3d"].double(), expected, atol=1e-6, rtol=0)
-    assert tuple(out["recon_model"].shape) == (3, 3, 12) and tuple(out["recon_delta"].shape) == (3, 12, 3)
+    assert tuple(out["local_recon_model"].shape) == (3, 12, 3) and tuple(out["recon_delta"].shape) == (3, 12, 3)
     torch.testing.assert_close(
-        out["recon_model"].transpose(1, 2), out["recon_delta"] + out["local_kpt_3d"].repeat_interleave(2, dim=1)
+        out["local_recon_model"], out["recon_delta"] + out["local_kpt_3d"].repeat_interleave(2, dim=1)
     )
     assert out["kpt_nocs"].abs().max() < 0.5
+    assert out["pred_kpt_nocs"] is out["kpt_nocs"] and out["pred_heat_map"] is out["heat_map"]
+    assert "recon_model" not in out  # training only; model.md §16b's eval recon_model is local_recon_model^T
+
+
+def test_every_key_has_one_layout_in_both_modes():
+    model = _tiny_model()
+    batch, queue_idx = _batch(train_shape=True), _queue_idx()
+    evaluated = model.eval()(batch, queue_idx)
+    trained = model.train()(batch, queue_idx, generator=torch.Generator().manual_seed(2), update_queue=False)
+    only_train = {"recon_model", "pooled_kpt_feature"}
+    assert set(trained) == set(evaluated) | only_train
+    for key, value in evaluated.items():
+        assert trained[key].shape == value.shape and trained[key].dtype == value.dtype, key
+    assert trained["recon_model"].shape == trained["local_recon_model"].shape == (3, 12, 3)
+    assert trained["pred_kpt_nocs"] is trained["kpt_nocs"]
+
+
+def test_forward_is_forward_features_then_forward_head():
+    model = _tiny_model().eval()
+    batch, queue_idx = _batch(), _queue_idx()
+    out = model(batch, queue_idx)
+    centroid = batch["pts"].mean(dim=1, keepdim=True)
+    features = model.forward_features(
+        batch["rgb"], batch["pts"] - centroid, batch["choose"], out["queue_feats"]
+    )
+    assert features.augmentation is None
+    for key, value in features.outputs().items():
+        assert torch.equal(value, out[key]), key
+    head = model.forward_head(features, batch["category_label"])
+    for key, value in head.items():
+        assert torch.equal(value, out[key]), key
 
 
 def test_queue_feats_follow_queue_idx_and_eval_is_pure():
@@ -184,6 +215,7 @@ def test_train_outputs_map_back_through_the_augmentation():
     expected_k = (keypoints @ rotation.transpose(1, 2)) * scale[:, :, None] + translation + centroid
     torch.testing.assert_close(out["pred_kpt_3d"].double(), expected_k, atol=1e-6, rtol=0)
     recon_local = out["recon_delta"].double() + keypoints.repeat_interleave(2, dim=1)
+    torch.testing.assert_close(out["local_recon_model"].double(), recon_local, atol=1e-6, rtol=0)
     expected_r = (recon_local @ rotation.transpose(1, 2)) * scale[:, :, None] + translation + centroid
     torch.testing.assert_close(out["recon_model"].double(), expected_r, atol=1e-6, rtol=0)
     assert "distillation_pointnet" not in out  # no teacher attached
@@ -297,6 +329,7 @@ def test_checkpoint_round_trip(tmp_path, monkeypatch):
     save_checkpoint(model, path, step=12)
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["format_version"] == 1 and checkpoint["step"] == 12
+    assert checkpoint["config"]["version"] == 2 and "model_dim" in checkpoint["config"]["front_door"]
     assert torch.equal(checkpoint["queue"], model.queue.features)
     assert not any(key.startswith("queue.") for key in checkpoint["model"])
     # load_checkpoint builds the RGB backbone from the config: swap in the tiny ViT for this test.
@@ -315,6 +348,28 @@ def test_checkpoint_round_trip(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "noqueue.pth", weights_only=True)["queue"] is None
     with pytest.raises(CheckpointError, match=r"queue is missing"):
         load_checkpoint(tmp_path / "noqueue.pth")(batch)
+
+
+def test_checkpoint_of_config_version_1_loads(tmp_path, monkeypatch):
+    # Checkpoints written before config version 2 store `feature_dim` / `num_samples` in their config.
+    monkeypatch.setattr("cleanpose.models.net.build_rgb_backbone", lambda name, **kwargs: _tiny_dino())
+    model = _tiny_model().eval()
+    save_checkpoint(model, tmp_path / "new.pth")
+    checkpoint = torch.load(tmp_path / "new.pth", weights_only=True)
+    config = checkpoint["config"]
+    config["version"] = 1
+    config["point_encoder"]["num_samples"] = config["point_encoder"].pop("num_neighbors")
+    config["front_door"]["feature_dim"] = config["front_door"].pop("model_dim")
+    config["reconstructor"]["feature_dim"] = config["reconstructor"].pop("model_dim")
+    torch.save(checkpoint, tmp_path / "old.pth")
+    loaded = load_checkpoint(tmp_path / "old.pth")
+    assert loaded.config == model.config
+    batch, queue_idx = _batch(), _queue_idx()
+    expected, actual = model(batch, queue_idx), loaded(batch, queue_idx)
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    with pytest.raises(ValueError, match=r"extra entries \['queue'\] would replace the network's entries"):
+        save_checkpoint(model, tmp_path / "clash.pth", queue=None)
 
 
 def test_checkpoint_errors(tmp_path, monkeypatch):

@@ -18,8 +18,8 @@ from tests.models.test_feature_aggregator import _sequential
 
 
 def _tiny(num_categories=3, num_bins=8):
-    return NocsPredictor(num_categories=num_categories, num_bins=num_bins, d_model=16, hidden_dim=24, num_blocks=1,
-                         num_heads=4, dim_ffn=8)  # fmt: skip
+    return NocsPredictor(num_categories=num_categories, num_bins=num_bins, model_dim=16, hidden_dim=24, num_blocks=1,
+                         num_heads=4, ffn_dim=8)  # fmt: skip
 
 
 @pytest.mark.parametrize(("num_categories", "count", "config"), [(6, 2_304_896, "camera_real"),

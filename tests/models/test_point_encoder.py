@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cleanpose.config import PointEncoderConfig
 from cleanpose.models.point_encoder import (
     FeaturePropagation,
     PointNet2MSG,
@@ -178,6 +179,28 @@ def test_full_encoder_float32_agrees_with_float64():
     out32 = model(points)
     out64 = model.double()(points.double())
     torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-5)
+
+
+def test_from_config_builds_the_configured_levels():
+    config = PointEncoderConfig(
+        num_centers=(16, 8),
+        radii=((0.1, 0.2), (0.3,)),
+        num_neighbors=((4, 6), (5,)),
+        sa_channels=((4, 6), (8,)),
+        fp_channels=((7,), (9, 3)),
+    )
+    model = PointNet2MSG.from_config(config)
+    levels = model.set_abstraction
+    assert [level.num_centers for level in levels] == [16, 8]
+    assert [level.radii for level in levels] == [[0.1, 0.2], [0.3]]
+    assert [level.num_neighbors for level in levels] == [[4, 6], [5]]
+    # Level 0: 2 scales of 3 -> 4 -> 6 (12 channels); level 1: 1 scale of 12 + 3 -> 8.
+    assert levels[0].out_channels == 12 and levels[1].out_channels == 8
+    assert levels[1].scales[0].layers[0].conv.weight.shape == (8, 15, 1, 1)
+    # FP 1: level-2 features (8) + level-1 skip (12) -> 9 -> 3; FP 0: 3 + no skip -> 7.
+    assert model.feature_propagation[1].mlp.layers[0].conv.weight.shape == (9, 20, 1, 1)
+    assert model.feature_propagation[0].mlp.layers[0].conv.weight.shape == (7, 3, 1, 1)
+    assert model.out_channels == config.out_dim == 7
 
 
 def test_errors():

@@ -27,7 +27,7 @@ def test_reference_sizes_parameter_count_and_keys():
 
 def test_matches_float64_oracle():
     generator = torch.Generator().manual_seed(0)
-    head = PoseSizeEstimator(feature_dim=8).double()
+    head = PoseSizeEstimator(model_dim=8).double()
     keypoints = 0.1 * torch.randn(3, 5, 3, generator=generator, dtype=torch.float64)
     nocs = 0.3 * torch.randn(3, 5, 3, generator=generator, dtype=torch.float64)
     features = torch.randn(3, 5, 8, generator=generator, dtype=torch.float64)
@@ -48,7 +48,7 @@ def test_matches_float64_oracle():
 
 def test_nocs_input_is_detached_and_gradients_reach_all_parameters():
     generator = torch.Generator().manual_seed(1)
-    head = PoseSizeEstimator(feature_dim=8)
+    head = PoseSizeEstimator(model_dim=8)
     keypoints = torch.randn(2, 5, 3, generator=generator, requires_grad=True)
     nocs = torch.randn(2, 5, 3, generator=generator, requires_grad=True)
     features = torch.randn(2, 5, 8, generator=generator, requires_grad=True)

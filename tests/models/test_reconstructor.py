@@ -16,7 +16,7 @@ def test_reference_sizes_parameter_count_and_keys():
 
 def test_matches_float64_oracle_with_explicit_row_layout():
     generator = torch.Generator().manual_seed(0)
-    reconstructor = Reconstructor(points_per_keypoint=4, feature_dim=8, hidden_dim=12).double()
+    reconstructor = Reconstructor(points_per_keypoint=4, model_dim=8, hidden_dim=12).double()
     keypoints = 0.1 * torch.randn(2, 5, 3, generator=generator, dtype=torch.float64)
     features = torch.randn(2, 5, 8, generator=generator, dtype=torch.float64)
     with torch.no_grad():
@@ -39,11 +39,11 @@ def test_matches_float64_oracle_with_explicit_row_layout():
 
 def test_gradients_float32_and_determinism():
     generator = torch.Generator().manual_seed(1)
-    reconstructor = Reconstructor(points_per_keypoint=3, feature_dim=8, hidden_dim=12)
+    reconstructor = Reconstructor(points_per_keypoint=3, model_dim=8, hidden_dim=12)
     keypoints = torch.randn(2, 6, 3, generator=generator, requires_grad=True)
     features = torch.randn(2, 6, 8, generator=generator)
     points, deltas = reconstructor(keypoints, features)
-    reference = Reconstructor(points_per_keypoint=3, feature_dim=8, hidden_dim=12).double()
+    reference = Reconstructor(points_per_keypoint=3, model_dim=8, hidden_dim=12).double()
     reference.load_state_dict(reconstructor.state_dict())
     with torch.no_grad():
         expected = reference(keypoints.double(), features.double())
@@ -55,7 +55,7 @@ def test_gradients_float32_and_determinism():
 
 
 def test_from_config():
-    reconstructor = Reconstructor.from_config(ReconstructorConfig(points_per_keypoint=7, feature_dim=32))
+    reconstructor = Reconstructor.from_config(ReconstructorConfig(points_per_keypoint=7, model_dim=32))
     assert reconstructor.shape_decoder[4].out_channels == 21
     assert reconstructor.feature_mlp[0].in_channels == 32
     assert reconstructor.points_per_keypoint == 7

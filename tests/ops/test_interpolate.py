@@ -1,5 +1,11 @@
 """three_nn / inverse_distance_weights / three_interpolate against float64 brute force."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +131,51 @@ def test_errors():
         three_interpolate(features, idx, torch.zeros(2, 6, 3, dtype=torch.float64))
     with pytest.raises(BackendUnavailableError, match="three_nn: backend 'fast'"):
         three_nn(points, points, backend="fast")
+
+
+_INTERPRETER_SCRIPT = """
+import json, sys, torch
+from cleanpose.ops import three_nn
+cases = json.load(sys.stdin)
+out = []
+for u, k in cases:
+    result = three_nn(torch.tensor(u), torch.tensor(k), backend="triton")
+    out.append([result.dists.tolist(), result.idx.tolist()])
+print(json.dumps(out))
+"""
+
+
+def test_three_nn_triton_kernel_in_the_interpreter_matches_brute_force():
+    # Triton's CPU interpreter (switched on before Triton is imported: a subprocess) on lattice clouds with
+    # many ties and fewer than three known points; dyadic coordinates keep the doubly rounded fma exact.
+    pytest.importorskip("triton")
+    import cleanpose
+
+    generator = torch.Generator().manual_seed(7)
+    cases = []
+    for n, m in [(1, 1), (4, 2), (17, 8), (40, 25), (30, 300)]:
+        unknown = torch.randint(-3, 4, (2, n, 3), generator=generator).float() / 8
+        known = torch.randint(-3, 4, (2, m, 3), generator=generator).float() / 8
+        cases.append((unknown.tolist(), known.tolist()))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERPRETER_SCRIPT], input=json.dumps(cases), capture_output=True, text=True,
+        env=env, timeout=300, check=True,
+    )
+    for (unknown, known), (dists, idx) in zip(cases, json.loads(result.stdout)):
+        for b in range(2):
+            expected_d, expected_i = brute_three_nn(np.array(unknown[b]), np.array(known[b]))
+            np.testing.assert_array_equal(np.array(idx[b]), expected_i)
+            np.testing.assert_allclose(np.array(dists[b], dtype=np.float64), expected_d, rtol=1e-7)
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("n, m", [(1024, 512), (512, 256), (64, 2), (100, 5000)])
+def test_three_nn_triton_on_cuda_equals_the_reference(n, m):
+    generator = torch.Generator().manual_seed(n + m)
+    unknown = (torch.rand(3, n, 3, generator=generator) - 0.5) * 0.3
+    known = (torch.rand(3, m, 3, generator=generator) - 0.5) * 0.3
+    expected = three_nn(unknown, known, backend="reference")
+    got = three_nn(unknown.cuda(), known.cuda())  # auto = Triton on CUDA
+    assert torch.equal(got.idx.cpu(), expected.idx)
+    assert torch.equal(got.dists.cpu(), expected.dists)

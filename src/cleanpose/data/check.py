@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cleanpose.data.formats import housecat6d, nocs, segmentation
 from cleanpose.data.formats.encoding import read_color, read_depth, read_mask
-from cleanpose.errors import DataFormatError, UsageError
+from cleanpose.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +81,16 @@ def detect_format(root: str | os.PathLike) -> str:
     ``"housecat6d"`` if it has ``scene*``/``test_scene*`` folders.
 
     Raises:
-        UsageError: the root does not exist or looks like neither.
+        DataFormatError: the root does not exist or looks like neither.
     """
     root = Path(root)
     if not root.is_dir():
-        raise UsageError(f"{root}: dataset folder does not exist")
+        raise DataFormatError(f"{root}: dataset folder does not exist")
     if any((root / name).is_dir() for name in ("camera", "real", "results", "segmentation_results")):
         return "nocs"
     if any(root.glob("scene*")) or any(root.glob("test_scene*")):
         return "housecat6d"
-    raise UsageError(f"{root}: cannot tell the dataset format (no camera/, real/ or scene* folders); pass --format")
+    raise DataFormatError(f"{root}: cannot tell the dataset format (no camera/, real/ or scene* folders); pass --format")
 
 
 class _Checker:
@@ -267,15 +267,16 @@ def check_dataset(
         The report; ``report.ok`` is False when any error was found.
 
     Raises:
-        UsageError: unknown format, or a root that does not exist / cannot be recognized.
+        ConfigError: unknown format.
+        DataFormatError: a root that does not exist or cannot be recognized.
     """
     root = Path(root)
     if format is None:
         format = detect_format(root)
     elif format not in FORMATS:
-        raise UsageError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
     elif not root.is_dir():
-        raise UsageError(f"{root}: dataset folder does not exist")
+        raise DataFormatError(f"{root}: dataset folder does not exist")
     report = CheckReport(root=root, format=format)
     checker = _Checker(report, limit, progress)
     if format == "nocs":

@@ -1,10 +1,18 @@
-"""Training checkpoints: the network's checkpoint dict plus optimiser, schedule and step.
+"""Training checkpoints: the network's checkpoint plus the trainer's state, in one file.
 
-The file is the one `cleanpose.models.save_checkpoint` writes (``format_version``, ``config``,
-``model``, ``queue``, ``optimizer``, ``scheduler``, ``step``, ``rng``, ``run_config``), written
-atomically, so `cleanpose.models.load_checkpoint` reads any training checkpoint for testing. All draws
-are keyed by (seed, epoch, step, shard), so ``rng`` only records that scheme and the seed: the step
-number is the whole random state.
+The file is a network checkpoint (``cleanpose.models.checkpoint``: ``format_version``, ``config``,
+``model``, ``queue``), so `cleanpose.models.load_checkpoint` reads any training checkpoint for testing,
+with these training entries beside it, owned by this module:
+
+* ``optimizer``: ``optimizer.state_dict()`` (Adam);
+* ``scheduler``: ``scheduler.state_dict()`` (CyclicLR);
+* ``step``: completed optimiser steps (int);
+* ``rng``: ``{"scheme": RNG_SCHEME, "seed": run.seed}``. All draws are keyed by (seed, epoch, step,
+  shard), so the step number is the whole random state and this entry only records the scheme;
+* ``run_config``: the whole training config (:class:`~cleanpose.config.TrainConfig` as a plain dict);
+* ``hooks``: the training hooks' state (plain values: the best validation metric so far and its step).
+
+The file is written atomically and read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -14,15 +22,19 @@ from pathlib import Path
 
 from cleanpose.config import TrainConfig, config_to_dict
 from cleanpose.errors import CheckpointError
-from cleanpose.models.net import CleanPoseNet, load_model_state, read_checkpoint, save_checkpoint
+from cleanpose.models.checkpoint import load_model_state, read_checkpoint, save_checkpoint
+from cleanpose.models.net import CleanPoseNet
 
 logger = logging.getLogger(__name__)
 
 RNG_SCHEME = "keyed(seed, epoch, step, shard)"
 
 
-def save_training_state(path: str | Path, model: CleanPoseNet, optimizer, scheduler, step: int, config: TrainConfig) -> None:
-    """Atomically write the training state after `step` completed steps."""
+def save_training_state(
+    path: str | Path, model: CleanPoseNet, optimizer, scheduler, step: int, config: TrainConfig,
+    hooks: dict | None = None,
+) -> None:
+    """Atomically write the training state after `step` completed steps (``hooks``: the hooks' state)."""
     save_checkpoint(
         model,
         path,
@@ -31,12 +43,15 @@ def save_training_state(path: str | Path, model: CleanPoseNet, optimizer, schedu
         step=step,
         rng={"scheme": RNG_SCHEME, "seed": config.run.seed},
         run_config=config_to_dict(config),
+        hooks=hooks,
     )
     logger.info("checkpoint: %s (step %d)", path, step)
 
 
 def load_training_state(path: str | Path, model: CleanPoseNet, optimizer, scheduler) -> dict:
-    """Restore network, queue, optimiser and schedule in place; returns ``{"step": n}``.
+    """Restore network, queue, optimiser and schedule in place; returns ``{"step": n, "hooks": state}``.
+
+    ``state`` is the hooks' state the file holds (``{}`` when it holds none).
 
     Raises:
         CheckpointError: unreadable file, missing training entries, or keys that do not match.
@@ -48,4 +63,4 @@ def load_training_state(path: str | Path, model: CleanPoseNet, optimizer, schedu
     load_model_state(model, checkpoint["model"], checkpoint["queue"], source=str(path))
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    return {"step": int(checkpoint["step"])}
+    return {"step": int(checkpoint["step"]), "hooks": checkpoint.get("hooks") or {}}

@@ -18,9 +18,9 @@ from cleanpose.engine.queue_extraction import extract_queue, write_queue_file
 from cleanpose.engine.test import evaluate_and_report, predict_dataset
 from cleanpose.engine.train import resolve_device, train
 from cleanpose.engine.visualize import visualize_results
-from cleanpose.errors import UsageError
+from cleanpose.errors import OutputError
 from cleanpose.metrics import Metrics
-from cleanpose.models.net import load_checkpoint
+from cleanpose.models import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ QUICK_OVERRIDES = (
 def _prepare(out_dir: Path) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / MARKER).exists():
-            raise UsageError(f"{out_dir}: exists and is not a cleanpose demo folder; choose another --out")
+            raise OutputError(f"{out_dir}: exists and is not a cleanpose demo folder; choose another --out")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by cleanpose demo; rerunning the demo replaces this folder\n")

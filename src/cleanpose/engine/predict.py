@@ -34,6 +34,7 @@ from cleanpose.engine.train import resolve_device
 from cleanpose.errors import CheckpointError, DataFormatError
 from cleanpose.geometry import box_corners
 from cleanpose.models.net import CleanPoseNet
+from cleanpose.models.state import load_file
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +263,8 @@ class Predictor:
         Raises:
             CheckpointError: missing, unreadable or mismatching checkpoint.
         """
+        from cleanpose.models import load_checkpoint
         from cleanpose.models.convert_checkpoint import load_official_model
-        from cleanpose.models.net import load_checkpoint
 
         run_config = _peek_run_config(path)
         if run_config is None:
@@ -441,13 +442,7 @@ def _peek_run_config(path: str | Path) -> dict | None:
     Raises:
         CheckpointError: the file is missing or cannot be read.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # torch raises several types for refused or corrupt files
-        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({error})") from error
+    checkpoint = load_file(path, "checkpoint")
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         return None
     return checkpoint.get("run_config") or {}

@@ -26,6 +26,7 @@ from cleanpose.errors import CheckpointError, DataFormatError
 from cleanpose.fileio import atomic_writer
 from cleanpose.models.convert_checkpoint import load_reference_queue
 from cleanpose.models.distillation import PointNet2SSGTeacher, load_ulip_checkpoint
+from cleanpose.models.state import load_file
 from cleanpose.models.weights import ULIP_POINTNET2_SSG, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -56,15 +57,10 @@ def read_queue_file(path: str | Path, expected_shape: tuple[int, int, int] | tor
         CheckpointError: missing or unreadable file, another version, or a shape other than expected.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: queue file not found (write one with 'cleanpose queue')")
     if path.suffix == ".pkl":
         features = load_reference_queue(path)
     else:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for refused or corrupt files
-            raise CheckpointError(f"{path}: cannot be read as a queue file ({error})") from error
+        content = load_file(path, "queue file", hint="write one with 'cleanpose queue'")
         if not isinstance(content, dict) or content.get("format_version") != QUEUE_FORMAT_VERSION:
             raise CheckpointError(f"{path}: not a cleanpose queue file of format_version {QUEUE_FORMAT_VERSION}")
         features = content["features"]

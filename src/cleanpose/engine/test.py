@@ -5,13 +5,16 @@ The result pickles have exactly the keys of the reference ``test_func`` (data_fo
 on purpose: images are processed in sorted order and each output is named after its source file
 (pitfall P4); an image without usable detections gets a result with zero predictions instead of being
 replaced by another image (P5); the confounder-queue draw of image i uses a legacy RandomState keyed by
-(seed, i), so results do not depend on the order or number of images run before.
+(seed, i), so results do not depend on the order or number of images run before. The objects of
+consecutive images run together (up to `OBJECTS_PER_FORWARD` per forward), each with its image's draw.
+Training validation (`cleanpose.engine.hooks.ValidationHook`) runs the same `predict_items`.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,25 @@ from cleanpose.models.net import CleanPoseNet
 logger = logging.getLogger(__name__)
 
 _GROUND_TRUTH_KEYS = ("gt_class_ids", "gt_bboxes", "gt_RTs", "gt_scales", "gt_handle_visibility")
+_INPUT_KEYS = ("rgb", "pts", "choose", "category_label")
+_POSE_KEYS = ("pred_rotation", "pred_translation", "pred_size")
+OBJECTS_PER_FORWARD = 64
+"""Objects of consecutive test images run in one forward (an image's objects are never split)."""
+
+
+def evenly_spaced(count: int, limit: int) -> np.ndarray:
+    """Indices ``floor(i·count/limit)``, i < limit: `limit` of `count` items spread evenly; all when limit is 0."""
+    if limit == 0 or limit >= count:
+        return np.arange(count)
+    return np.arange(limit) * count // limit
+
+
+def load_items(dataset, indices: Iterable[int], *, workers: int) -> list[dict]:
+    """Items `indices` of a test dataset, read with `workers` processes and kept in ordinary memory."""
+    subset = torch.utils.data.Subset(dataset, [int(index) for index in indices])
+    loader = DataLoader(subset, batch_size=None, num_workers=min(workers, len(subset)))
+    # clone: a tensor a worker sent lives in shared memory and holds a file descriptor while it lives
+    return [{key: value.clone() if torch.is_tensor(value) else value for key, value in item.items()} for item in loader]
 
 
 def pose_result(item: dict, outputs: dict[str, torch.Tensor] | None) -> dict:
@@ -54,8 +76,68 @@ def pose_result(item: dict, outputs: dict[str, torch.Tensor] | None) -> dict:
     return result
 
 
+def image_queue_draw(model: CleanPoseNet, seed: int, index: int) -> torch.Tensor:
+    """(C, S) int64 queue draw of test image `index`: the reference draw from a RandomState keyed by (seed, index)."""
+    return model.queue.sample_indices(model.config.front_door.num_queue_samples, legacy_random_state([seed, index]))
+
+
 @torch.no_grad()
-def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int, quiet: bool = False) -> list[dict]:
+def predict_items(
+    model: CleanPoseNet, items: Iterable[dict], *, device: torch.device, seed: int,
+    objects_per_forward: int = OBJECTS_PER_FORWARD,
+) -> Iterator[tuple[dict, dict]]:
+    """Yield ``(item, result)`` for each test item, in order (the model must be in eval mode).
+
+    Consecutive items are gathered until they hold `objects_per_forward` objects, then run in one
+    forward; object b gets the queue draw of its own image (`image_queue_draw`), so each result is the
+    one a forward of its image alone gives (up to float rounding of the batched kernels).
+
+    Args:
+        model: the network, in eval mode, on `device`.
+        items: `NocsTestDataset` / `HouseCat6DTestDataset` items (CPU tensors).
+        device: where the model runs.
+        seed: key of the per-image queue draws.
+        objects_per_forward: objects gathered before a forward runs.
+    """
+    group, count = [], 0
+    for item in items:
+        group.append(item)
+        count += item["pts"].shape[0]
+        if count >= objects_per_forward:
+            yield from zip(group, _predict_group(model, group, device, seed))
+            group, count = [], 0
+    if group:
+        yield from zip(group, _predict_group(model, group, device, seed))
+
+
+def _predict_group(model: CleanPoseNet, items: list[dict], device: torch.device, seed: int) -> list[dict]:
+    """`pose_result` of each item, the objects of all items run in one forward."""
+    counts = [item["pts"].shape[0] for item in items]
+    filled = [item for item, count in zip(items, counts) if count]
+    if not filled:
+        return [pose_result(item, None) for item in items]
+    batch = {key: torch.cat([item[key] for item in filled]).to(device, non_blocking=True) for key in _INPUT_KEYS}
+    queue_idx = None
+    if model.config.use_front_door:
+        draws = [image_queue_draw(model, seed, int(item["index"])) for item in filled]
+        queue_idx = torch.cat([draw.expand(item["pts"].shape[0], -1, -1) for draw, item in zip(draws, filled)])
+    outputs = model(batch, queue_idx=queue_idx)
+    pieces = {key: outputs[key].float().cpu().split([count for count in counts if count]) for key in _POSE_KEYS}
+    results, position = [], 0
+    for item, count in zip(items, counts):
+        own = None
+        if count:
+            own = {key: pieces[key][position] for key in _POSE_KEYS}
+            position += 1
+        results.append(pose_result(item, own))
+    return results
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int, quiet: bool = False,
+    objects_per_forward: int = OBJECTS_PER_FORWARD,
+) -> list[dict]:
     """Run the model over every test image; write ``out_dir/<result_name>`` pickles; return the results.
 
     Args:
@@ -65,6 +147,7 @@ def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device
         device: where the model runs.
         seed: key of the per-image queue draws.
         quiet: no progress bar.
+        objects_per_forward: see `predict_items`.
     """
     from tqdm import tqdm
 
@@ -72,13 +155,8 @@ def predict_dataset(model: CleanPoseNet, dataset, out_dir: str | Path, *, device
     model.eval()
     results = []
     loader = DataLoader(dataset, batch_size=None, num_workers=0)
-    for item in tqdm(loader, desc="test", unit="image", disable=quiet):
-        outputs = None
-        if item["pts"].shape[0] > 0:
-            batch = {key: item[key].to(device) for key in ("rgb", "pts", "choose", "category_label")}
-            random_state = legacy_random_state([seed, int(item["index"])])
-            outputs = model(batch, queue_random_state=random_state)
-        result = pose_result(item, outputs)
+    items = tqdm(loader, desc="test", unit="image", disable=quiet)
+    for item, result in predict_items(model, items, device=device, seed=seed, objects_per_forward=objects_per_forward):
         target = out_dir / item["result_name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_writer(target) as handle:

@@ -26,7 +26,7 @@ from cleanpose.data.collate import concat_batches
 from cleanpose.engine import distributed
 from cleanpose.engine.batching import ShardedBatchSampler, queue_random_state, step_generator
 from cleanpose.engine.checkpoint import load_training_state
-from cleanpose.engine.hooks import HookBase, default_hooks
+from cleanpose.engine.hooks import HookBase, call_hooks, default_hooks, training_hooks
 from cleanpose.engine.queue_extraction import read_queue_file
 from cleanpose.errors import ConfigError
 from cleanpose.fileio import ensure_writable_folder
@@ -102,10 +102,17 @@ class Trainer:
         return self.step // self.steps_per_epoch
 
     def state_dict(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "hooks": self.hook_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
+        for hook in self.hooks:
+            if type(hook).__name__ in state.get("hooks", {}):
+                hook.load_state_dict(state["hooks"][type(hook).__name__])
+
+    def hook_state(self) -> dict:
+        """``{hook class name: state}`` of the hooks that keep state (saved in every checkpoint)."""
+        return {type(hook).__name__: hook.state_dict() for hook in self.hooks if hook.state_dict()}
 
     def _loaders(self, epoch: int, start_step: int) -> list[Iterator]:
         loaders = []
@@ -130,8 +137,11 @@ class Trainer:
         return loaders
 
     def train(self) -> None:
-        """Run from the current step to the end of the schedule."""
-        self._call("before_train")
+        """Run from the current step to the end of the schedule; ``after_train`` hooks run even after an error."""
+        with training_hooks(self.hooks):
+            self._run_schedule()
+
+    def _run_schedule(self) -> None:
         while self.step < self.max_steps:
             epoch, start = self.epoch, self.step % self.steps_per_epoch
             for dataset in self.datasets:
@@ -144,7 +154,6 @@ class Trainer:
                 self.step += 1
                 self._call("after_step", result)
             self._call("after_epoch")
-        self._call("after_train")
 
     def run_step(self, shards: list[list[dict]]) -> StepResult:
         """Forward, loss and backward for each of this rank's shards, queue update, optimiser step."""
@@ -154,8 +163,9 @@ class Trainer:
         categories, pooled, totals = [], [], {}
         for m, parts in enumerate(shards):
             shard = self.rank * self.micro_batches + m
+            # Upload each (pinned) part, then concatenate on the device: a host-side cat would be pageable.
+            parts = [{key: value.to(self.device, non_blocking=True) for key, value in part.items()} for part in parts]
             batch = concat_batches(parts) if len(parts) > 1 else parts[0]
-            batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
             sync = contextlib.nullcontext() if m == len(shards) - 1 or self.world_size == 1 else self.model.no_sync()
             with sync:
                 with _autocast(self.device, config.run.precision):
@@ -186,8 +196,7 @@ class Trainer:
         return StepResult(step=step, epoch=epoch, losses=totals, objects=objects)
 
     def _call(self, name: str, *args) -> None:
-        for hook in self.hooks:
-            getattr(hook, name)(*args)
+        call_hooks(self.hooks, name, *args)
 
 
 class _InterleavedSampler(torch.utils.data.Sampler):
@@ -213,7 +222,10 @@ def _autocast(device: torch.device, precision: str):
 def build_optimizer(model: torch.nn.Module, config: TrainConfig):
     """Adam over the trainable parameters and the reference's triangular CyclicLR (stepped every iteration)."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=config.optim.base_lr, weight_decay=config.optim.weight_decay)
+    fused = config.optim.fused and all(parameter.is_cuda for parameter in parameters)
+    optimizer = torch.optim.Adam(
+        parameters, lr=config.optim.base_lr, weight_decay=config.optim.weight_decay, fused=fused or None
+    )
     scheduler = torch.optim.lr_scheduler.CyclicLR(
         optimizer,
         base_lr=config.optim.base_lr,
@@ -271,7 +283,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
 
     Raises:
         ConfigError: inconsistent settings (batch sizes that do not shard, too few samples, no queue).
-        UsageError: the output folder is not writable or its disk is nearly full.
+        OutputError: the output folder is not writable or its disk is nearly full.
     """
     device = distributed.init_from_environment(resolve_device(config.run.device).type)
     out_dir = Path(config.run.out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cleanpose.errors import UsageError
+from cleanpose.errors import ConfigError
 
 __all__ = ["DATASETS", "DatasetSpec", "get_dataset"]
 
@@ -57,9 +57,9 @@ def get_dataset(name: str) -> DatasetSpec:
     """The constants of dataset ``name``.
 
     Raises:
-        UsageError: unknown name (the message lists the known ones).
+        ConfigError: unknown name (the message lists the known ones).
     """
     try:
         return DATASETS[name]
     except KeyError:
-        raise UsageError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}") from None
+        raise ConfigError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}") from None

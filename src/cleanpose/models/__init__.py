@@ -7,6 +7,7 @@
     out = model(batch, queue_idx=queue_idx)      # dict of reference output keys
 """
 
-from cleanpose.models.net import CleanPoseNet, build_model, load_checkpoint, save_checkpoint
+from cleanpose.models.checkpoint import load_checkpoint, save_checkpoint
+from cleanpose.models.net import CleanPoseNet, build_model
 
 __all__ = ["CleanPoseNet", "build_model", "load_checkpoint", "save_checkpoint"]

@@ -11,7 +11,10 @@ Attention is :class:`torch.nn.MultiheadAttention` with ``batch_first=True``, so 
 packed (``in_proj_weight`` rows 0..D-1 project queries, D..2D-1 keys, 2D..3D-1 values) exactly as in the
 reference checkpoints. ``need_weights`` keeps its default (True) as in the reference: PyTorch then takes the
 same explicit-softmax path and the outputs match bit for bit, whereas the fused ``need_weights=False`` path
-rounds differently (up to 1e-4 relative on the NOCS head's output with random weights).
+rounds differently (up to 1e-4 relative on the NOCS head's output with random weights). The fused path
+(``need_weights=False``: PyTorch's ``scaled_dot_product_attention``, flash / memory-efficient kernels on CUDA)
+is the fast path: :func:`set_fused_attention` switches every attention layer of a module to it
+(``model.fused_attention``).
 
 Key maps. Every model file has ``reference_key_map() -> list[tuple[str, str]]``: pairs ``(ours, reference)``
 of key *prefix* patterns, relative to that module. Both sides are regular expressions that use only ``\\.``
@@ -32,16 +35,28 @@ __all__ = [
     "SelfAttentionLayer",
     "attention_layer_key_map",
     "self_attention_layer_key_map",
+    "set_fused_attention",
 ]
 
 
-def _feed_forward(d_model: int, dim_ffn: int, dropout: float) -> nn.Sequential:
+def set_fused_attention(module: nn.Module, enabled: bool) -> None:
+    """Switch every cleanpose attention layer inside ``module`` to the fused (True) or explicit path.
+
+    A layer takes part when it has a ``use_fused_attention`` attribute (the blocks here and the PointBERT
+    teacher's attention). timm's ViT blocks keep their own setting.
+    """
+    for child in module.modules():
+        if hasattr(child, "use_fused_attention"):
+            child.use_fused_attention = enabled
+
+
+def _feed_forward(model_dim: int, ffn_dim: int, dropout: float) -> nn.Sequential:
     # Indices 0 and 3 hold the weights, as in the reference (`ffn.0`, `ffn.3`).
     return nn.Sequential(
-        nn.Linear(d_model, dim_ffn),
+        nn.Linear(model_dim, ffn_dim),
         nn.ReLU(),
         nn.Dropout(dropout),
-        nn.Linear(dim_ffn, d_model),
+        nn.Linear(ffn_dim, model_dim),
     )
 
 
@@ -52,21 +67,22 @@ class AttentionBlock(nn.Module):
     ``q = q + FFN(LN_ffn(q))`` with ``FFN = Linear -> ReLU -> Dropout -> Linear``.
 
     Args:
-        d_model: width of queries and memory.
-        num_heads: attention heads (``d_model`` must be divisible by it).
-        dim_ffn: hidden width of the feed-forward network.
+        model_dim: width of queries and memory.
+        num_heads: attention heads (``model_dim`` must be divisible by it).
+        ffn_dim: hidden width of the feed-forward network.
         dropout: dropout on attention weights, residual branches and the FFN hidden layer (0 in CleanPose).
     """
 
-    def __init__(self, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0):
+    def __init__(self, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0):
         super().__init__()
-        self.cross_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.self_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.norm_cross = nn.LayerNorm(d_model)
-        self.norm_self = nn.LayerNorm(d_model)
-        self.norm_ffn = nn.LayerNorm(d_model)
+        self.cross_attention = nn.MultiheadAttention(model_dim, num_heads, dropout=dropout, batch_first=True)
+        self.self_attention = nn.MultiheadAttention(model_dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm_cross = nn.LayerNorm(model_dim)
+        self.norm_self = nn.LayerNorm(model_dim)
+        self.norm_ffn = nn.LayerNorm(model_dim)
         self.dropout = nn.Dropout(dropout)
-        self.ffn = _feed_forward(d_model, dim_ffn, dropout)
+        self.ffn = _feed_forward(model_dim, ffn_dim, dropout)
+        self.use_fused_attention = False
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Update the queries.
@@ -78,11 +94,12 @@ class AttentionBlock(nn.Module):
         Returns:
             (B, Q, D) float, the updated queries.
         """
+        explicit = not self.use_fused_attention
         normed = self.norm_cross(queries)
-        attended, _ = self.cross_attention(normed, memory, memory)
+        attended, _ = self.cross_attention(normed, memory, memory, need_weights=explicit)
         queries = queries + self.dropout(attended)
         normed = self.norm_self(queries)
-        attended, _ = self.self_attention(normed, normed, normed)
+        attended, _ = self.self_attention(normed, normed, normed, need_weights=explicit)
         queries = queries + self.dropout(attended)
         return queries + self.dropout(self.ffn(self.norm_ffn(queries)))
 
@@ -93,19 +110,20 @@ class SelfAttentionBlock(nn.Module):
     ``x = x + SelfMHA(LN_self(x))``; ``x = x + FFN(LN_ffn(x))``.
 
     Args:
-        d_model: token width.
+        model_dim: token width.
         num_heads: attention heads.
-        dim_ffn: hidden width of the feed-forward network.
+        ffn_dim: hidden width of the feed-forward network.
         dropout: dropout probability (0 in CleanPose).
     """
 
-    def __init__(self, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0):
+    def __init__(self, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0):
         super().__init__()
-        self.self_attention = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
-        self.norm_self = nn.LayerNorm(d_model)
-        self.norm_ffn = nn.LayerNorm(d_model)
+        self.self_attention = nn.MultiheadAttention(model_dim, num_heads, dropout=dropout, batch_first=True)
+        self.norm_self = nn.LayerNorm(model_dim)
+        self.norm_ffn = nn.LayerNorm(model_dim)
         self.dropout = nn.Dropout(dropout)
-        self.ffn = _feed_forward(d_model, dim_ffn, dropout)
+        self.ffn = _feed_forward(model_dim, ffn_dim, dropout)
+        self.use_fused_attention = False
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -115,7 +133,7 @@ class SelfAttentionBlock(nn.Module):
             (B, T, D) float.
         """
         normed = self.norm_self(tokens)
-        attended, _ = self.self_attention(normed, normed, normed)
+        attended, _ = self.self_attention(normed, normed, normed, need_weights=not self.use_fused_attention)
         tokens = tokens + self.dropout(attended)
         return tokens + self.dropout(self.ffn(self.norm_ffn(tokens)))
 
@@ -125,18 +143,18 @@ class AttentionLayer(nn.Module):
 
     Args:
         num_blocks: number of blocks.
-        d_model: width of queries and memory.
+        model_dim: width of queries and memory.
         num_heads: attention heads per block.
-        dim_ffn: feed-forward hidden width.
+        ffn_dim: feed-forward hidden width.
         dropout: dropout probability.
     """
 
     def __init__(
-        self, num_blocks: int = 4, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0
+        self, num_blocks: int = 4, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            AttentionBlock(d_model, num_heads, dim_ffn, dropout) for _ in range(num_blocks)
+            AttentionBlock(model_dim, num_heads, ffn_dim, dropout) for _ in range(num_blocks)
         )
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
@@ -157,18 +175,18 @@ class SelfAttentionLayer(nn.Module):
 
     Args:
         num_blocks: number of blocks.
-        d_model: token width.
+        model_dim: token width.
         num_heads: attention heads per block.
-        dim_ffn: feed-forward hidden width.
+        ffn_dim: feed-forward hidden width.
         dropout: dropout probability.
     """
 
     def __init__(
-        self, num_blocks: int = 2, d_model: int = 256, num_heads: int = 4, dim_ffn: int = 256, dropout: float = 0.0
+        self, num_blocks: int = 2, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(d_model, num_heads, dim_ffn, dropout) for _ in range(num_blocks)
+            SelfAttentionBlock(model_dim, num_heads, ffn_dim, dropout) for _ in range(num_blocks)
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from cleanpose.errors import BackendUnavailableError, CheckpointError
 from cleanpose.models.distillation import channel_dropout
+from cleanpose.models.state import load_file, load_state_strict, unwrap_state_dict
 from cleanpose.ops import gather_points
 
 __all__ = [
@@ -63,44 +64,21 @@ def _check_inputs(name: str, images: torch.Tensor, choose: torch.Tensor) -> None
         raise ValueError(f"{name}: choose has dtype {choose.dtype}; expected int64")
 
 
-def _load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.pth``/``.pt`` (``weights_only=True``) or ``.safetensors``."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: {what} weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+def _load_weights(module: nn.Module, path: Path, what: str, *, drop: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Load a pretrained state dict file into ``module`` strictly (keys starting with ``drop`` removed first).
 
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file is reported with its path, never retried unsafely
-        raise CheckpointError(f"{path}: cannot read {what} weights ({type(error).__name__}: {error})") from error
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
-            state = state[wrapper]
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict of tensors; got {type(state).__name__}")
-    return dict(state)
+    Returns:
+        The entries of ``drop`` that the file held (so the caller can use them).
 
-
-def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: {what} keys do not match; missing: {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
-            f"unexpected: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
-        )
-    wrong = [
-        f"{key} {tuple(state[key].shape)} (expected {tuple(value.shape)})"
-        for key, value in expected.items()
-        if tuple(state[key].shape) != tuple(value.shape)
-    ]
-    if wrong:
-        raise CheckpointError(f"{path}: {what} shape mismatch: {', '.join(wrong[:10])}")
-    module.load_state_dict(state, strict=True)
+    Raises:
+        CheckpointError: missing or unreadable file, no state dict in it, other keys, or other shapes.
+    """
+    state = unwrap_state_dict(load_file(path, f"{what} weights file"), str(path))
+    dropped = {key: state.pop(key) for key in list(state) if key.startswith(tuple(drop))}
+    load_state_strict(
+        state, module, str(path), what=f"{what} state dict", target=f"the {what} backbone", shapes="file vs backbone"
+    )
+    return dropped
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,17 +256,15 @@ class DinoV2ViTS14(nn.Module):
             CheckpointError: missing or unreadable file, other keys, or other shapes.
         """
         path = Path(path)
-        state = _load_state_dict_file(path, "DINOv2")
-        mask_token = state.pop("mask_token", None)
-        _load_strict(self.vit, state, path, "DINOv2")
+        mask_token = _load_weights(self.vit, path, "DINOv2", drop=["mask_token"]).get("mask_token")
         with torch.no_grad():
             if mask_token is None:
                 logger.info("%s: no mask_token (timm layout); it stays zero (it is never used)", path)
                 self.mask_token.zero_()
             elif tuple(mask_token.shape) != tuple(self.mask_token.shape):
                 raise CheckpointError(
-                    f"{path}: DINOv2 shape mismatch: mask_token {tuple(mask_token.shape)} "
-                    f"(expected {tuple(self.mask_token.shape)})"
+                    f"{path}: shape mismatch (file vs backbone): mask_token {tuple(mask_token.shape)} vs "
+                    f"{tuple(self.mask_token.shape)}"
                 )
             else:
                 self.mask_token.copy_(mask_token)
@@ -452,10 +428,7 @@ class PSPResNet18(nn.Module):
         del resnet.fc, resnet.avgpool
         self.resnet = resnet
         if imagenet_weights_path is not None:
-            path = Path(imagenet_weights_path)
-            state = _load_state_dict_file(path, "ResNet18")
-            state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-            _load_strict(self.resnet, state, path, "ResNet18")
+            _load_weights(self.resnet, Path(imagenet_weights_path), "ResNet18", drop=["fc."])
         self.pyramid_pooling = PyramidPooling(512, psp_channels, psp_sizes)
         self.upsample1 = _upsample_block(psp_channels, 256)
         self.upsample2 = _upsample_block(256, 64)

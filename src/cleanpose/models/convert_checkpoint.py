@@ -44,8 +44,10 @@ from cleanpose.models import (
     pose_head,
     reconstructor,
 )
-from cleanpose.models.distillation import ResidualDistillationHead, describe_key_mismatch, format_keys, map_keys
-from cleanpose.models.net import CleanPoseNet, load_model_state, read_checkpoint, save_checkpoint
+from cleanpose.models.checkpoint import load_model_state, read_checkpoint, save_checkpoint
+from cleanpose.models.distillation import ResidualDistillationHead, map_keys
+from cleanpose.models.net import CleanPoseNet
+from cleanpose.models.state import format_keys, load_file, load_state_strict, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -143,28 +145,24 @@ def official_to_ours(
     Raises:
         CheckpointError: unknown reference keys, missing keys (reference names listed) or shape mismatches.
     """
-    shapes = _skeleton(config)
     table = reference_key_table(config)
-    inverse = {reference: ours for ours, reference in table.items()}
+    shapes = _skeleton(config)
+    expected = {reference: shapes[ours] for ours, reference in table.items()}
     droppable = [re.compile(pattern) for pattern in backbones.reference_dropped_keys(config.rgb_backbone)]
-    unknown = [key for key in state if key not in inverse and not any(p.match(key) for p in droppable)]
-    missing = [reference for reference in inverse if reference not in state]
-    if unknown or missing:
-        raise CheckpointError(
-            f"{source}: does not match the reference network (rgb_backbone={config.rgb_backbone}, "
-            f"cat_num={config.num_categories}); " + describe_key_mismatch(missing, unknown, "unknown")
-        )
-    mismatched = [
-        f"{reference} {tuple(state[reference].shape)} vs {tuple(shapes[ours])}"
-        for reference, ours in inverse.items()
-        if tuple(state[reference].shape) != tuple(shapes[ours])
-    ]
-    if mismatched:
-        raise CheckpointError(f"{source}: shape mismatch (reference vs config): {'; '.join(mismatched[:12])}")
-    dropped = [key for key in state if key not in inverse]
+    dropped = [key for key in state if key not in expected and any(p.match(key) for p in droppable)]
+    kept = {key: value for key, value in state.items() if key not in dropped}
+    load_state_strict(
+        kept,
+        expected,
+        source,
+        target=f"the reference network (rgb_backbone={config.rgb_backbone}, cat_num={config.num_categories})",
+        shapes="reference vs config",
+        extra_word="unknown",
+    )
     if dropped:
         logger.info("dropped %d unused reference keys: %s", len(dropped), format_keys(dropped))
-    return {inverse[reference]: value for reference, value in state.items() if reference in inverse}
+    inverse = {reference: ours for ours, reference in table.items()}
+    return {inverse[reference]: value for reference, value in kept.items()}
 
 
 def ours_to_official(
@@ -178,21 +176,9 @@ def ours_to_official(
     Raises:
         CheckpointError: unknown or missing keys, or shape mismatches.
     """
-    shapes = _skeleton(config)
-    table = reference_key_table(config)
     ours = {key: value for key, value in state.items() if not key.startswith("queue.")}
-    unknown = sorted(set(ours) - set(table))
-    missing = sorted(set(table) - set(ours))
-    if unknown or missing:
-        mismatch = describe_key_mismatch(missing, unknown, "unknown")
-        raise CheckpointError(f"{source}: does not match the network; {mismatch}")
-    mismatched = [
-        f"{key} {tuple(value.shape)} vs {tuple(shapes[key])}"
-        for key, value in ours.items()
-        if tuple(value.shape) != tuple(shapes[key])
-    ]
-    if mismatched:
-        raise CheckpointError(f"{source}: shape mismatch (state vs config): {'; '.join(mismatched[:12])}")
+    load_state_strict(ours, _skeleton(config), source, shapes="state vs config", extra_word="unknown")
+    table = reference_key_table(config)
     return {table[key]: value for key, value in ours.items()}
 
 
@@ -207,25 +193,7 @@ def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: missing or unreadable file, or no state dict in it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: reference checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for refused or corrupt files
-        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({error})") from error
-    if isinstance(checkpoint, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(checkpoint.get(key), Mapping):
-                checkpoint = checkpoint[key]
-                break
-    if (
-        not isinstance(checkpoint, Mapping)
-        or not checkpoint
-        or not all(isinstance(v, torch.Tensor) for v in checkpoint.values())
-    ):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (bare, or under 'state_dict' or 'model')")
-    return {key[len("module.") :] if key.startswith("module.") else key: value for key, value in checkpoint.items()}
+    return unwrap_state_dict(load_file(path, "reference checkpoint"), str(path))
 
 
 class _QueueUnpickler(pickle.Unpickler):
@@ -332,11 +300,11 @@ def load_official_model(
     else:
         config = infer_reference_config(state, queue_length=queue_length)
     if queue is not None and (
-        queue.shape[0] != config.num_categories or queue.shape[2] != config.front_door.feature_dim
+        queue.shape[0] != config.num_categories or queue.shape[2] != config.front_door.model_dim
     ):
         raise CheckpointError(
             f"{queue_path}: queue has {queue.shape[0]} categories of {queue.shape[2]}-d features; the network has "
-            f"cat_num {config.num_categories} and feat_dim {config.front_door.feature_dim}"
+            f"cat_num {config.num_categories} and feat_dim {config.front_door.model_dim}"
         )
     ours = official_to_ours(state, config, source=str(in_path))
     model = CleanPoseNet(config, load_rgb_weights=False)

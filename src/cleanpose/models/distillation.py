@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cleanpose.errors import CheckpointError
+from cleanpose.fileio import atomic_writer
+from cleanpose.models.state import load_file, load_state_strict
 from cleanpose.models.weights import ULIP_TEACHERS, resolve_weights
 from cleanpose.ops import furthest_point_sample, gather_points, knn_points
 from cleanpose.ops.knn import squared_distances
@@ -50,7 +52,6 @@ __all__ = [
     "build_teacher",
     "drop_path",
     "dropout",
-    "format_keys",
     "load_ulip_checkpoint",
     "map_keys",
 ]
@@ -154,21 +155,6 @@ def map_keys(keys: Sequence[str], key_map: Sequence[tuple[str, str]], *, to_refe
     return renamed
 
 
-def format_keys(keys: Sequence[str], limit: int = 12) -> str:
-    """Sorted, comma-separated keys for error messages, cut after ``limit`` with a count of the rest."""
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-
-def describe_key_mismatch(missing: Sequence[str], extra: Sequence[str], extra_word: str = "unexpected") -> str:
-    """``"missing keys: …; <extra_word> keys: …"`` for the non-empty lists ("" when both are empty)."""
-    parts = [f"missing keys: {format_keys(missing)}"] if missing else []
-    if extra:
-        parts.append(f"{extra_word} keys: {format_keys(extra)}")
-    return "; ".join(parts)
-
 def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
     """Load an official ULIP checkpoint's point-encoder weights into a teacher (strict).
 
@@ -188,14 +174,7 @@ def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
         CheckpointError: unreadable file, no ``point_encoder.*`` keys, missing or unexpected keys (both
             listed), or shape mismatches.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ULIP checkpoint not found")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for refused or corrupt files
-        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({error})") from error
+    checkpoint = load_file(path, "ULIP checkpoint", allowed_globals=[argparse.Namespace])
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         state = checkpoint["state_dict"]
     elif isinstance(checkpoint, dict) and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
@@ -210,24 +189,52 @@ def load_ulip_checkpoint(path: str | Path, teacher: nn.Module) -> None:
             encoder_state[key[len(prefix) :]] = value
     if not encoder_state:
         raise CheckpointError(f"{path}: no 'point_encoder.*' keys; is this a ULIP checkpoint?")
-    renamed = map_keys(list(encoder_state), teacher.reference_key_map(), to_reference=False)
+    key_map = teacher.reference_key_map()
+    renamed = map_keys(list(encoder_state), key_map, to_reference=False)
     ours = {renamed[key]: value for key, value in encoder_state.items()}
-    expected = teacher.state_dict()
-    missing = sorted(set(expected) - set(ours))
-    unexpected = sorted({key for key, new in renamed.items() if new not in expected})
-    if missing or unexpected:
-        missing_reference = map_keys(missing, teacher.reference_key_map(), to_reference=True).values()
-        mismatch = describe_key_mismatch([prefix + k for k in missing_reference], [prefix + k for k in unexpected])
-        raise CheckpointError(f"{path}: point encoder does not match {type(teacher).__name__}; {mismatch}")
-    mismatched = [
-        f"{key} {tuple(ours[key].shape)} vs {tuple(expected[key].shape)}"
-        for key in expected
-        if ours[key].shape != expected[key].shape
-    ]
-    if mismatched:
-        raise CheckpointError(f"{path}: shape mismatch (checkpoint vs teacher): {'; '.join(mismatched[:12])}")
-    teacher.load_state_dict(ours, strict=True)
+    load_state_strict(
+        ours,
+        teacher,
+        str(path),
+        what="point encoder",
+        target=type(teacher).__name__,
+        shapes="checkpoint vs teacher",
+        display=lambda key: prefix + map_keys([key], key_map, to_reference=True)[key],
+    )
     logger.info("loaded %d point-encoder tensors from %s", len(ours), path)
+
+
+def save_ulip_checkpoint(path: str | Path, teacher: nn.Module, *, args: Mapping, **extra) -> Path:
+    """Atomically write a teacher in the official ULIP checkpoint layout, readable by :func:`load_ulip_checkpoint`.
+
+    The file is ``{"state_dict": {"module.point_encoder.<ULIP name>": tensor}, "args": Namespace, **extra}``:
+    our names mapped to the reference ones with the teacher's ``reference_key_map``, tensors detached and
+    on the CPU, ``args`` an ``argparse.Namespace`` as in the official files (allowed there for
+    ``weights_only`` loading).
+
+    Args:
+        path: the file to write; its folder must exist.
+        teacher: a :class:`PointBERTTeacher` or :class:`PointNet2SSGTeacher` (anything with
+            ``reference_key_map()``).
+        args: plain values stored as the ``args`` namespace.
+        extra: further top-level entries (plain values), written after ``args`` in the given order.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    state = teacher.state_dict()
+    renamed = map_keys(list(state), teacher.reference_key_map(), to_reference=True)
+    checkpoint = {
+        "state_dict": {
+            f"module.point_encoder.{renamed[key]}": value.detach().cpu().clone() for key, value in state.items()
+        },
+        "args": argparse.Namespace(**args),
+        **extra,
+    }
+    with atomic_writer(path) as handle:
+        torch.save(checkpoint, handle)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -337,13 +344,17 @@ class _Attention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
+        self.use_fused_attention = False  # True: PyTorch's fused scaled_dot_product_attention (set_fused_attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         query, key, value = qkv[0], qkv[1], qkv[2]
-        weights = ((query @ key.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((weights @ value).transpose(1, 2).reshape(batch, tokens, dim))
+        if self.use_fused_attention:
+            attended = F.scaled_dot_product_attention(query, key, value, scale=self.scale)
+        else:
+            attended = ((query @ key.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ value
+        return self.proj(attended.transpose(1, 2).reshape(batch, tokens, dim))
 
 
 class _Mlp(nn.Module):

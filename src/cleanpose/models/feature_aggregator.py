@@ -18,9 +18,9 @@ from cleanpose.config import FeatureAggregatorConfig
 __all__ = ["GeometricAwareBlock", "GeometricAwareFeatureAggregator", "reference_key_map"]
 
 
-def _position_mlp(d_model: int) -> nn.Sequential:
+def _position_mlp(model_dim: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
+        nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, model_dim), nn.ReLU(), nn.Linear(model_dim, model_dim)
     )
 
 
@@ -29,30 +29,32 @@ class GeometricAwareBlock(nn.Module):
 
     Args:
         num_neighbors: k, points gathered around each keypoint.
-        d_model: feature width D.
+        model_dim: feature width D.
         tau: softmax temperature of the cosine weights over the k neighbors.
     """
 
-    def __init__(self, num_neighbors: int = 16, d_model: int = 256, tau: float = 5.0):
+    def __init__(self, num_neighbors: int = 16, model_dim: int = 256, tau: float = 5.0):
         super().__init__()
         self.num_neighbors = num_neighbors
         self.tau = tau
         self.query_mlp = nn.Sequential(
-            nn.Conv1d(d_model, d_model, 1), nn.BatchNorm1d(d_model), nn.ReLU(), nn.Conv1d(d_model, d_model, 1)
+            nn.Conv1d(model_dim, model_dim, 1), nn.BatchNorm1d(model_dim), nn.ReLU(), nn.Conv1d(model_dim, model_dim, 1)
         )
-        self.neighbor_position_mlp = _position_mlp(d_model)
-        self.neighbor_mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
-        self.relative_position_mlp = _position_mlp(d_model)
-        self.absolute_position_mlp = _position_mlp(d_model)
+        self.neighbor_position_mlp = _position_mlp(model_dim)
+        self.neighbor_mlp = nn.Sequential(
+            nn.Linear(2 * model_dim, model_dim), nn.ReLU(), nn.Linear(model_dim, model_dim)
+        )
+        self.relative_position_mlp = _position_mlp(model_dim)
+        self.absolute_position_mlp = _position_mlp(model_dim)
         self.fuse_mlp = nn.Sequential(
-            nn.Conv1d(3 * d_model, d_model, 1),
-            nn.BatchNorm1d(d_model),
+            nn.Conv1d(3 * model_dim, model_dim, 1),
+            nn.BatchNorm1d(model_dim),
             nn.ReLU(),
-            nn.Conv1d(d_model, d_model, 1),
-            nn.BatchNorm1d(d_model),
+            nn.Conv1d(model_dim, model_dim, 1),
+            nn.BatchNorm1d(model_dim),
             nn.ReLU(),
         )
-        self.output_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.output_mlp = nn.Sequential(nn.Linear(model_dim, model_dim), nn.ReLU(), nn.Linear(model_dim, model_dim))
 
     def forward(
         self,
@@ -114,18 +116,18 @@ class GeometricAwareFeatureAggregator(nn.Module):
 
     Args:
         num_neighbors: k of each block, in order (reference ``GAFA.K``); its length is the block count.
-        d_model: feature width D.
+        model_dim: feature width D.
         tau: cosine-softmax temperature in every block.
     """
 
-    def __init__(self, num_neighbors: Sequence[int] = (16, 32), d_model: int = 256, tau: float = 5.0):
+    def __init__(self, num_neighbors: Sequence[int] = (16, 32), model_dim: int = 256, tau: float = 5.0):
         super().__init__()
-        self.blocks = nn.ModuleList(GeometricAwareBlock(k, d_model, tau) for k in num_neighbors)
+        self.blocks = nn.ModuleList(GeometricAwareBlock(k, model_dim, tau) for k in num_neighbors)
 
     @classmethod
     def from_config(cls, config: FeatureAggregatorConfig) -> GeometricAwareFeatureAggregator:
         """Build from the ``feature_aggregator`` section of :class:`cleanpose.config.ModelConfig`."""
-        return cls(num_neighbors=config.num_neighbors, d_model=config.model_dim)
+        return cls(num_neighbors=config.num_neighbors, model_dim=config.model_dim)
 
     def forward(
         self,

@@ -37,7 +37,7 @@ class FrontDoorEncoder(nn.Module):
     ``out = gate·final + (1 − gate)·L``.
 
     Args:
-        feature_dim: feature width D (reference ``feat_dim``).
+        model_dim: feature width D (reference ``feat_dim``).
         cross_blocks: blocks of the cross-attention stack (reference ``AttnLayer.block_num``).
         cross_heads: heads of the cross-attention stack.
         cross_ffn_dim: feed-forward width of the cross-attention stack.
@@ -49,7 +49,7 @@ class FrontDoorEncoder(nn.Module):
 
     def __init__(
         self,
-        feature_dim: int = 256,
+        model_dim: int = 256,
         cross_blocks: int = 4,
         cross_heads: int = 4,
         cross_ffn_dim: int = 256,
@@ -59,22 +59,22 @@ class FrontDoorEncoder(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.cross_attention_layer = AttentionLayer(cross_blocks, feature_dim, cross_heads, cross_ffn_dim, dropout)
-        self.self_attention_layer = SelfAttentionLayer(self_blocks, feature_dim, self_heads, self_ffn_dim, dropout)
-        self.local_projection = nn.Linear(feature_dim, feature_dim)
-        self.global_projection = nn.Linear(feature_dim, feature_dim)
-        self.norm = nn.LayerNorm(feature_dim)
-        self.intervened_gate = nn.Linear(feature_dim, 1)
-        self.original_gate = nn.Linear(feature_dim, 1)
+        self.cross_attention_layer = AttentionLayer(cross_blocks, model_dim, cross_heads, cross_ffn_dim, dropout)
+        self.self_attention_layer = SelfAttentionLayer(self_blocks, model_dim, self_heads, self_ffn_dim, dropout)
+        self.local_projection = nn.Linear(model_dim, model_dim)
+        self.global_projection = nn.Linear(model_dim, model_dim)
+        self.norm = nn.LayerNorm(model_dim)
+        self.intervened_gate = nn.Linear(model_dim, 1)
+        self.original_gate = nn.Linear(model_dim, 1)
 
     @classmethod
     def from_config(cls, config: FrontDoorConfig) -> FrontDoorEncoder:
         """Build from the ``front_door`` section of :class:`cleanpose.config.ModelConfig`."""
         for name in ("cross_attention", "self_attention"):
-            if getattr(config, name).model_dim != config.feature_dim:
+            if getattr(config, name).model_dim != config.model_dim:
                 raise ConfigError(
                     f"front_door.{name}.model_dim {getattr(config, name).model_dim} differs from "
-                    f"front_door.feature_dim {config.feature_dim}"
+                    f"front_door.model_dim {config.model_dim}"
                 )
         if config.cross_attention.dropout != config.self_attention.dropout:
             raise ConfigError(
@@ -82,7 +82,7 @@ class FrontDoorEncoder(nn.Module):
                 f"front_door.self_attention.dropout {config.self_attention.dropout}; expected one value"
             )
         return cls(
-            feature_dim=config.feature_dim,
+            model_dim=config.model_dim,
             cross_blocks=config.cross_attention.num_blocks,
             cross_heads=config.cross_attention.num_heads,
             cross_ffn_dim=config.cross_attention.ffn_dim,
@@ -137,15 +137,15 @@ class ConfounderQueue(nn.Module):
     Args:
         num_categories: C.
         queue_length: Q, entries per category (80 for NOCS, 100 for HouseCat6D).
-        feature_dim: D.
+        model_dim: D.
     """
 
     features: torch.Tensor
     filled: torch.Tensor
 
-    def __init__(self, num_categories: int = 6, queue_length: int = 80, feature_dim: int = 256):
+    def __init__(self, num_categories: int = 6, queue_length: int = 80, model_dim: int = 256):
         super().__init__()
-        self.register_buffer("features", torch.zeros(num_categories, queue_length, feature_dim))
+        self.register_buffer("features", torch.zeros(num_categories, queue_length, model_dim))
         self.register_buffer("filled", torch.tensor(False))
         # Host-side copy of `filled`, so that checking it in every forward does not sync with the device.
         self._filled_on_host = False
@@ -154,7 +154,7 @@ class ConfounderQueue(nn.Module):
     @classmethod
     def from_config(cls, config: FrontDoorConfig, num_categories: int) -> ConfounderQueue:
         """Build from the ``front_door`` section of :class:`cleanpose.config.ModelConfig` and the category count."""
-        return cls(num_categories, config.queue_length, config.feature_dim)
+        return cls(num_categories, config.queue_length, config.model_dim)
 
     @staticmethod
     def _sync_filled_flag(module: ConfounderQueue, incompatible_keys) -> None:
@@ -227,12 +227,14 @@ class ConfounderQueue(nn.Module):
         Args:
             num_samples: S (reference ``select_num``).
             queue_idx: optional (C, S) int64 tensor, any device: row c lists the entries of category c to
-                take, in order. When given, no random number is drawn.
+                take, in order. When given, no random number is drawn. A (B, C, S) tensor holds one such
+                draw per object (objects of several images in one forward, each with its image's draw).
             random_state: legacy NumPy generator for the default sampler (see :meth:`sample_indices`);
                 ignored when ``queue_idx`` is given.
 
         Returns:
-            (C, S, D) float32 on the queue's device, ``out[c, j] = features[c, queue_idx[c, j]]``.
+            (C, S, D) float32 on the queue's device, ``out[c, j] = features[c, queue_idx[c, j]]``;
+            (B, C, S, D) for a (B, C, S) ``queue_idx``, ``out[b, c, j] = features[c, queue_idx[b, c, j]]``.
 
         Raises:
             CheckpointError: the queue was never filled (no queue in the checkpoint).
@@ -256,9 +258,10 @@ class ConfounderQueue(nn.Module):
 
     def _check_queue_idx(self, queue_idx: torch.Tensor, num_samples: int) -> torch.Tensor:
         expected = (self.num_categories, num_samples)
-        if tuple(queue_idx.shape) != expected:
+        if tuple(queue_idx.shape[-2:]) != expected or queue_idx.dim() not in (2, 3):
             raise ValueError(
                 f"queue_idx has shape {tuple(queue_idx.shape)}; expected {expected} (categories, select_num)"
+                " or (objects, categories, select_num)"
             )
         if queue_idx.dtype.is_floating_point or queue_idx.dtype.is_complex or queue_idx.dtype == torch.bool:
             raise ValueError(f"queue_idx has dtype {queue_idx.dtype}; expected an integer dtype (int64)")

@@ -33,10 +33,10 @@ class InstanceAdaptiveKeypointDetector(nn.Module):
 
     Args:
         num_keypoints: K, number of keypoints (reference ``kpt_num``).
-        d_model: query and feature width D (reference ``query_dim``).
+        model_dim: query and feature width D (reference ``query_dim``).
         num_blocks: attention blocks (reference ``AttnLayer.block_num``).
         num_heads: attention heads.
-        dim_ffn: feed-forward hidden width.
+        ffn_dim: feed-forward hidden width.
         temperature: softmax temperature applied to the cosine scores.
         dropout: attention-stack dropout (0 in CleanPose).
     """
@@ -44,18 +44,18 @@ class InstanceAdaptiveKeypointDetector(nn.Module):
     def __init__(
         self,
         num_keypoints: int = 96,
-        d_model: int = 256,
+        model_dim: int = 256,
         num_blocks: int = 4,
         num_heads: int = 4,
-        dim_ffn: int = 256,
+        ffn_dim: int = 256,
         temperature: float = 0.1,
         dropout: float = 0.0,
     ):
         super().__init__()
         self.temperature = temperature
-        self.keypoint_queries = nn.Parameter(torch.empty(num_keypoints, d_model))
+        self.keypoint_queries = nn.Parameter(torch.empty(num_keypoints, model_dim))
         nn.init.xavier_normal_(self.keypoint_queries)
-        self.attention_layer = AttentionLayer(num_blocks, d_model, num_heads, dim_ffn, dropout)
+        self.attention_layer = AttentionLayer(num_blocks, model_dim, num_heads, ffn_dim, dropout)
 
     @classmethod
     def from_config(cls, config: KeypointDetectorConfig) -> InstanceAdaptiveKeypointDetector:
@@ -68,10 +68,10 @@ class InstanceAdaptiveKeypointDetector(nn.Module):
             )
         return cls(
             num_keypoints=config.num_keypoints,
-            d_model=config.query_dim,
+            model_dim=config.query_dim,
             num_blocks=attention.num_blocks,
             num_heads=attention.num_heads,
-            dim_ffn=attention.ffn_dim,
+            ffn_dim=attention.ffn_dim,
             dropout=attention.dropout,
         )
 

@@ -1,9 +1,10 @@
-"""The assembled CleanPose network, its checkpoints, and ``build_model`` / ``load_checkpoint`` (model.md §0, §16).
+"""The assembled CleanPose network and ``build_model`` (model.md §0, §16); checkpoints: ``models/checkpoint.py``.
 
 Data flow of one forward (model.md §0), B objects of N points:
 
 1. Queue draw (no gradient, before anything else): S entries per category from the confounder queue,
-   ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S) replaces the draw.
+   ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S), or (B, C, S) with one
+   draw per object, replaces the draw.
 2. ``c = mean(pts)``; the points are centred.
 3. RGB features gathered at ``choose`` (B, 128, N).
 4. Training only: in-model augmentation ``pts = ((pts − dt) / ds) @ dR`` drawn from a ``torch.Generator``.
@@ -13,13 +14,19 @@ Data flow of one forward (model.md §0), B objects of N points:
 6. Training only: FIFO push of the mean front-door feature of every object into its category's queue, and
    the distillation features (student head; teacher when one is attached).
 
-Outputs are mapped back to the camera frame: ``+ c`` in eval; through the augmentation in training.
+The forward is split as in timm's ``vision_transformer.py``: :meth:`CleanPoseNet.forward_features` runs
+steps 3–5 up to the front-door output (:class:`NetworkFeatures`, in the frame the network sees: centred,
+and in training augmented), :meth:`CleanPoseNet.forward_head` runs the reconstructor, NOCS and pose heads
+on those features, and :meth:`CleanPoseNet.forward` adds the queue draw, the centring, the mapping back to
+the camera frame (``+ c`` in eval; through the augmentation, then ``+ c``, in training) and the training
+extras.
 
-Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) are dicts with ``format_version``,
-``config`` (the resolved :class:`~cleanpose.config.ModelConfig` as a dict), ``model`` (the state dict
-without the queue), ``queue`` ((C, Q, 256) float32, or None when the model never had one), ``optimizer``,
-``scheduler``, ``step``, ``rng`` and ``run_config``. They load with ``weights_only=True`` and strict keys. The teacher is
-never saved: its weights come from the official ULIP file.
+Outputs: every key has one shape, unit and frame in both modes (:meth:`CleanPoseNet.forward` lists them);
+a few exist only in training. Before this layout, ``recon_model`` was (B, 3, P·K) in the centred frame in
+eval and (B, P·K, 3) in the camera frame in training; it is now the training (loss) tensor only, and the
+eval debug tensor of model.md §16b is ``local_recon_model.transpose(1, 2)``. ``kpt_nocs`` /
+``pred_kpt_nocs`` and ``heat_map`` / ``pred_heat_map`` (the reference's eval and train names of one
+tensor) are both present in both modes.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,11 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cleanpose.config import ModelConfig, config_from_dict, config_to_dict, load_config
-from cleanpose.errors import BackendUnavailableError, CheckpointError, ConfigError
-from cleanpose.fileio import atomic_writer
+from cleanpose.errors import BackendUnavailableError, ConfigError
 from cleanpose.geometry import euler_xyz_to_matrix
+from cleanpose.models.attention import set_fused_attention
 from cleanpose.models.backbones import build_rgb_backbone
-from cleanpose.models.distillation import ResidualDistillationHead, describe_key_mismatch
+from cleanpose.models.distillation import ResidualDistillationHead
 from cleanpose.models.feature_aggregator import GeometricAwareFeatureAggregator
 from cleanpose.models.front_door import ConfounderQueue, FrontDoorEncoder
 from cleanpose.models.keypoint_detector import InstanceAdaptiveKeypointDetector
@@ -53,17 +60,13 @@ from cleanpose.models.weights import DINOV2_VITS14, resolve_weights
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CHECKPOINT_FORMAT_VERSION",
     "Augmentation",
     "CleanPoseNet",
+    "NetworkFeatures",
     "build_model",
-    "load_checkpoint",
+    "resolve_model_config",
     "sample_augmentation",
-    "save_checkpoint",
 ]
-
-CHECKPOINT_FORMAT_VERSION = 1
-"""Version of the checkpoint dict this build writes and reads."""
 
 # Reference pose_net keys; a mapping holding any of them is read as a reference section by build_model.
 _REFERENCE_ONLY_KEYS = {
@@ -163,25 +166,19 @@ class CleanPoseNet(nn.Module):
             rgb_encoder = build_rgb_backbone(config.rgb_backbone, **_rgb_kwargs(config, load_rgb_weights))
         self.rgb_encoder = rgb_encoder
         _check_widths(config, self.rgb_encoder.out_channels)
-        encoder = config.point_encoder
-        self.point_encoder = PointNet2MSG(
-            num_centers=encoder.num_centers,
-            radii=encoder.radii,
-            num_neighbors=encoder.num_samples,
-            sa_channels=encoder.sa_channels,
-            fp_channels=encoder.fp_channels,
-        )
+        self.point_encoder = PointNet2MSG.from_config(config.point_encoder)
         self.keypoint_detector = InstanceAdaptiveKeypointDetector.from_config(config.keypoint_detector)
         self.feature_aggregator = GeometricAwareFeatureAggregator.from_config(config.feature_aggregator)
         self.front_door = FrontDoorEncoder.from_config(config.front_door)
         self.queue = ConfounderQueue.from_config(config.front_door, config.num_categories)
         self.reconstructor = Reconstructor.from_config(config.reconstructor)
         self.nocs_predictor = NocsPredictor.from_config(config.nocs_predictor)
-        self.pose_head = PoseSizeEstimator(config.reconstructor.feature_dim)
+        self.pose_head = PoseSizeEstimator(config.reconstructor.model_dim)
         self.distillation_head = ResidualDistillationHead.from_config(
             config.distillation, student_dim=config.point_encoder.out_dim
         )
         self.teacher: nn.Module | None = None
+        set_fused_attention(self, config.fused_attention)
         self.register_state_dict_post_hook(_drop_teacher_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_teacher_keys)
 
@@ -203,6 +200,8 @@ class CleanPoseNet(nn.Module):
                 f"teacher output width {teacher.out_dim} differs from distillation.feature_dim "
                 f"{self.config.distillation.feature_dim}"
             )
+        if teacher is not None:
+            set_fused_attention(teacher, self.config.fused_attention)
         self.teacher = teacher
 
     def forward(
@@ -222,9 +221,11 @@ class CleanPoseNet(nn.Module):
                 camera frame; ``choose`` (B, N) int64 flat pixel index into the crop; ``category_label``
                 (B,) or (B, 1) int64, 0-based. Not modified.
             queue_idx: (C, S) int64, the queue entries to draw per category (model.md §16c); None draws
-                with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``.
-            generator: training only: draws the augmentation (unless ``augmentation`` is given) and the
-                teacher's DropPath masks.
+                with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``. A (B, C, S) tensor
+                gives each object its own draw (``queue_feats[b, j] = queue[cls_b, queue_idx[b, cls_b, j]]``):
+                the test path runs the objects of several images, each with its image's draw, in one forward.
+            generator: training only: draws the augmentation (unless ``augmentation`` is given), the
+                RGB backbone's dropout and the teacher's DropPath masks.
             augmentation: training only: explicit ``(rotation (B,3,3), translation (B,1,3), scale (B,1))``.
             queue_random_state: legacy NumPy generator of the default queue draw; None means NumPy's global
                 one, as in the reference (model.md Q3).
@@ -233,114 +234,272 @@ class CleanPoseNet(nn.Module):
                 shard of every rank, gathered, so all queues stay equal).
 
         Returns:
-            Eval: ``pred_rotation`` (B,3,3), ``pred_translation`` (B,3) m, ``pred_size`` (B,3) m,
-            ``pred_kpt_3d`` (B,K,3) m, ``kpt_nocs`` (B,K,3), and the debug keys ``pts_local``,
-            ``rgb_local`` (B,128,N), ``kpt_query`` (B,K,256), ``heat_map`` (B,K,N), ``kpt_feature_gafa``,
-            ``kpt_feature`` (B,K,256), ``queue_feats`` (B,S,256), ``recon_model`` (B,3,P·K) centred frame and
-            ``recon_delta`` (B,P·K,3); ``local_rotation``, ``local_translation``, ``local_size`` and
-            ``local_kpt_3d``: the pose head's output and the keypoints in the frame the network sees (centred;
-            in training also augmented). Training: the reference's train keys (``pred_rotation``,
-            ``pred_translation``, ``pred_size``, ``pred_kpt_3d``, ``recon_model`` (B,P·K,3), ``recon_delta``,
-            ``pred_heat_map``, ``pred_kpt_nocs``; ``distillation_pointnet`` and ``distillation_ulip`` (B,F)
-            when a teacher is attached and ``use_distillation``), all mapped back to the camera frame, plus
-            the debug keys except ``recon_model``, and ``pooled_kpt_feature`` (B,256), the detached mean over
-            keypoints of the front-door output that goes into the queue (with ``use_front_door``).
+            A dict; every key has the same shape, unit and frame in train and eval mode. "Camera frame"
+            means the input's frame, reached in training through the augmentation
+            (``x ↦ ds·(x·dRᵀ) + dt + c``) and in eval by ``+ c``; "network frame" is the centred (and in
+            training augmented) frame the network sees. K keypoints, P = points per keypoint, D = 256.
+
+            * ``pred_rotation`` (B,3,3), ``pred_translation`` (B,3) m, ``pred_size`` (B,3) m (full box
+              extents), ``pred_kpt_3d`` (B,K,3) m: camera frame.
+            * ``kpt_nocs`` and ``pred_kpt_nocs`` (B,K,3): the keypoints' NOCS coordinates (one tensor, the
+              reference's eval and train names).
+            * ``heat_map`` and ``pred_heat_map`` (B,K,N): the keypoint heat maps (one tensor, both names).
+            * ``recon_delta`` (B,P·K,3) m: reconstruction offsets from the keypoints (no frame shift).
+            * ``local_rotation`` (B,3,3), ``local_translation`` (B,3) m, ``local_size`` (B,3) m,
+              ``local_kpt_3d`` (B,K,3) m, ``local_recon_model`` (B,P·K,3) m: pose head output, keypoints and
+              reconstruction in the network frame (model.md §16b's eval ``recon_model`` (B,3,P·K) is
+              ``local_recon_model.transpose(1, 2)``).
+            * Debug features: ``pts_local``, ``rgb_local`` (B,128,N), ``kpt_query``, ``kpt_feature_gafa``,
+              ``kpt_feature`` (B,K,D); ``queue_feats`` (B,S,D) with ``use_front_door``.
+            * Training only: ``recon_model`` (B,P·K,3) m, the reconstruction in the camera frame (the
+              reconstruction loss's input); ``pooled_kpt_feature`` (B,D), the detached mean over keypoints
+              of the front-door output that goes into the queue (with ``use_front_door``);
+              ``distillation_pointnet`` and ``distillation_ulip`` (B,F) when a teacher is attached and
+              ``use_distillation``.
 
         Raises:
             ValueError: missing batch keys or inconsistent shapes, or training without generator/augmentation.
             CheckpointError: the queue was never filled.
         """
         rgb, points, choose, categories = _unpack(batch)
-        batch_size = points.shape[0]
-        config = self.config
-        outputs: dict[str, torch.Tensor] = {}
-
-        if config.use_front_door:
+        queue_feats = None
+        if self.config.use_front_door:
             with torch.no_grad():
                 drawn = self.queue.draw(
-                    config.front_door.num_queue_samples, queue_idx=queue_idx, random_state=queue_random_state
+                    self.config.front_door.num_queue_samples, queue_idx=queue_idx, random_state=queue_random_state
                 )
-                queue_feats = drawn[categories.to(drawn.device)]
-            outputs["queue_feats"] = queue_feats
-
+                queue_feats = _select_queue_features(drawn, categories.to(drawn.device))
         centroid = points.mean(dim=1, keepdim=True)
-        points = points - centroid
-        rgb_local = self.rgb_encoder(rgb, choose, generator)
-
+        features = self.forward_features(
+            rgb, points - centroid, choose, queue_feats, augmentation=augmentation, generator=generator
+        )
+        outputs = features.outputs()
+        outputs.update(self.forward_head(features, categories))
+        with _float32_geometry(centroid):
+            outputs.update(_to_camera_frame(outputs, centroid, features.augmentation))
         if self.training:
-            if augmentation is None:
-                if generator is None:
-                    raise ValueError(
-                        "CleanPoseNet.forward: training needs a torch.Generator (generator=...) "
-                        "or an explicit augmentation"
-                    )
-                augmentation = sample_augmentation(batch_size, generator, device=points.device)
-            rotation, translation, scale = _check_augmentation(augmentation, batch_size, points)
-            points = ((points - translation) / scale.unsqueeze(2)) @ rotation
+            outputs.update(self._training_outputs(features, categories, update_queue, generator))
+        return outputs
 
+    def forward_features(
+        self,
+        rgb: torch.Tensor,
+        points: torch.Tensor,
+        choose: torch.Tensor,
+        queue_feats: torch.Tensor | None,
+        *,
+        augmentation: Augmentation | tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> NetworkFeatures:
+        """Everything up to the keypoint features: RGB and point branches, keypoints, GAFA, front door.
+
+        Args:
+            rgb: (B, 3, H, W) float32 crop; choose: (B, N) int64 pixel indices (see :meth:`forward`).
+            points: (B, N, 3) float32 metres, centred on each cloud's mean.
+            queue_feats: (B, S, D) drawn queue features, or None without the front door.
+            augmentation, generator: as in :meth:`forward`; used in training only. The RGB backbone draws
+                from ``generator`` before the augmentation does.
+
+        Returns:
+            :class:`NetworkFeatures` in the network frame.
+
+        Raises:
+            ValueError: training without generator or augmentation, or an augmentation of the wrong shape.
+        """
+        rgb_local = self.rgb_encoder(rgb, choose, generator)
+        if self.training:
+            augmentation = _training_augmentation(augmentation, generator, points)
+            rotation, translation, scale = augmentation
+            with _float32_geometry(points):
+                points = ((points - translation) / scale.unsqueeze(2)) @ rotation
+        else:
+            augmentation = None
         pts_local = self.point_encoder(points)
         fused = torch.cat([pts_local, rgb_local], dim=1)
         detection = self.keypoint_detector(fused)
-        heat_map = detection.heat_map
-        keypoints = torch.bmm(heat_map, points)
+        with _float32_geometry(points):
+            keypoints = torch.bmm(detection.heat_map.to(points.dtype), points)
         fused_rows = fused.transpose(1, 2)
-        keypoint_features = torch.bmm(heat_map, fused_rows)
-        keypoint_features = self.feature_aggregator(keypoint_features, keypoints.detach(), fused_rows, points)
-        outputs["kpt_feature_gafa"] = keypoint_features
-        if config.use_front_door:
-            keypoint_features = self.front_door(keypoint_features, queue_feats)
-        reconstruction = self.reconstructor(keypoints, keypoint_features)
-        keypoints_nocs = self.nocs_predictor(keypoint_features, categories)
-        pose = self.pose_head(keypoints, keypoints_nocs.detach(), keypoint_features)
-
-        outputs.update(
+        keypoint_features = torch.bmm(detection.heat_map, fused_rows)
+        aggregated = self.feature_aggregator(keypoint_features, keypoints.detach(), fused_rows, points)
+        causal = aggregated if queue_feats is None else self.front_door(aggregated, queue_feats)
+        return NetworkFeatures(
+            points=points,
+            augmentation=augmentation,
             pts_local=pts_local,
             rgb_local=rgb_local,
             kpt_query=detection.queries,
-            heat_map=heat_map,
-            kpt_feature=keypoint_features,
-            recon_delta=reconstruction.deltas,
-            local_rotation=pose.rotation,
-            local_translation=pose.translation,
-            local_size=pose.size,
-            local_kpt_3d=keypoints,
+            heat_map=detection.heat_map,
+            keypoints=keypoints,
+            kpt_feature_gafa=aggregated,
+            kpt_feature=causal,
+            queue_feats=queue_feats,
         )
-        c = centroid
-        if not self.training:
-            outputs.update(
-                pred_translation=pose.translation + c.squeeze(1),
-                pred_rotation=pose.rotation,
-                pred_size=pose.size,
-                pred_kpt_3d=keypoints + c,
-                kpt_nocs=keypoints_nocs,
-                recon_model=reconstruction.points.transpose(1, 2),
-            )
-            return outputs
 
-        if config.use_front_door:
+    def forward_head(self, features: NetworkFeatures, categories: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reconstructor, NOCS and pose heads on the keypoint features, in the network frame.
+
+        Args:
+            features: the output of :meth:`forward_features`.
+            categories: (B,) int64 0-based categories (the NOCS head's per-category rows).
+
+        Returns:
+            ``kpt_nocs`` / ``pred_kpt_nocs`` (B,K,3), ``recon_delta`` and ``local_recon_model`` (B,P·K,3) m,
+            ``local_rotation`` (B,3,3), ``local_translation`` (B,3) m, ``local_size`` (B,3) m.
+        """
+        keypoints, keypoint_features = features.keypoints, features.kpt_feature
+        reconstruction = self.reconstructor(keypoints, keypoint_features)
+        keypoints_nocs = self.nocs_predictor(keypoint_features, categories)
+        pose = self.pose_head(keypoints, keypoints_nocs.detach(), keypoint_features)
+        return {
+            "kpt_nocs": keypoints_nocs,
+            "pred_kpt_nocs": keypoints_nocs,
+            "recon_delta": reconstruction.deltas,
+            "local_recon_model": reconstruction.points,
+            "local_rotation": pose.rotation,
+            "local_translation": pose.translation,
+            "local_size": pose.size,
+        }
+
+    def _training_outputs(
+        self,
+        features: NetworkFeatures,
+        categories: torch.Tensor,
+        update_queue: bool,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
+        """The pooled feature for the queue (pushed when ``update_queue``) and the distillation features."""
+        outputs: dict[str, torch.Tensor] = {}
+        if self.config.use_front_door:
             with torch.no_grad():
-                pooled = F.adaptive_avg_pool1d(keypoint_features.detach().transpose(1, 2), 1).squeeze(2)
+                pooled = F.adaptive_avg_pool1d(features.kpt_feature.detach().transpose(1, 2), 1).squeeze(2)
                 outputs["pooled_kpt_feature"] = pooled
                 if update_queue:
                     self.queue.push(categories, pooled)
-        if config.use_distillation and self.teacher is not None:
-            outputs["distillation_pointnet"] = self.distillation_head(pts_local)
-            outputs["distillation_ulip"] = self.teacher(points, generator)
-
-        rotation_t = rotation.transpose(1, 2)
-        per_object = scale.unsqueeze(2)
-        outputs.update(
-            pred_heat_map=heat_map,
-            pred_kpt_3d=(keypoints @ rotation_t) * per_object + translation + c,
-            recon_model=(reconstruction.points @ rotation_t) * per_object + translation + c,
-            pred_kpt_nocs=keypoints_nocs,
-            pred_translation=translation.squeeze(1)
-            + scale * torch.bmm(rotation, pose.translation.unsqueeze(2)).squeeze(2)
-            + c.squeeze(1),
-            pred_rotation=rotation @ pose.rotation,
-            pred_size=pose.size * scale,
-        )
+        if self.config.use_distillation and self.teacher is not None:
+            outputs["distillation_pointnet"] = self.distillation_head(features.pts_local)
+            outputs["distillation_ulip"] = self.teacher(features.points, generator)
         return outputs
+
+
+@dataclass
+class NetworkFeatures:
+    """What :meth:`CleanPoseNet.forward_features` computes, in the network frame (centred; in training also
+    augmented). K keypoints, N points, D = 256."""
+
+    points: torch.Tensor
+    """(B, N, 3) float32 m, the points the network sees (the teacher's input too)."""
+    augmentation: Augmentation | None
+    """The augmentation applied (training), or None (eval)."""
+    pts_local: torch.Tensor
+    """(B, 128, N) point-branch features."""
+    rgb_local: torch.Tensor
+    """(B, 128, N) RGB-branch features."""
+    kpt_query: torch.Tensor
+    """(B, K, D) keypoint queries after the detector's attention layer."""
+    heat_map: torch.Tensor
+    """(B, K, N) keypoint heat maps (rows sum to 1)."""
+    keypoints: torch.Tensor
+    """(B, K, 3) m, ``heat_map @ points``."""
+    kpt_feature_gafa: torch.Tensor
+    """(B, K, D) the geometric-aware aggregator's output."""
+    kpt_feature: torch.Tensor
+    """(B, K, D) the front-door output (``kpt_feature_gafa`` itself without the front door)."""
+    queue_feats: torch.Tensor | None
+    """(B, S, D) the drawn queue features, or None without the front door."""
+
+    def outputs(self) -> dict[str, torch.Tensor]:
+        """The output keys these features give (see :meth:`CleanPoseNet.forward`)."""
+        outputs = {
+            "pts_local": self.pts_local,
+            "rgb_local": self.rgb_local,
+            "kpt_query": self.kpt_query,
+            "heat_map": self.heat_map,
+            "pred_heat_map": self.heat_map,
+            "local_kpt_3d": self.keypoints,
+            "kpt_feature_gafa": self.kpt_feature_gafa,
+            "kpt_feature": self.kpt_feature,
+        }
+        if self.queue_feats is not None:
+            outputs["queue_feats"] = self.queue_feats
+        return outputs
+
+
+def _select_queue_features(drawn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, S, D) queue features of each object's category from a (C, S, D) draw or a (B, C, S, D) per-object one.
+
+    Raises:
+        ValueError: a per-object draw whose count differs from the batch size.
+    """
+    if drawn.dim() == 3:
+        return drawn[labels]
+    if drawn.shape[0] != labels.shape[0]:
+        raise ValueError(f"queue_idx holds {drawn.shape[0]} per-object draws; the batch has {labels.shape[0]}")
+    return drawn[torch.arange(labels.shape[0], device=drawn.device), labels]
+
+
+def _float32_geometry(points: torch.Tensor):
+    """Coordinates stay in their own dtype (float32) under autocast: bfloat16 keeps 3 significant digits."""
+    return torch.autocast(points.device.type, enabled=False)
+
+
+def _to_camera_frame(
+    local: Mapping[str, torch.Tensor], centroid: torch.Tensor, augmentation: Augmentation | None
+) -> dict[str, torch.Tensor]:
+    """``pred_*`` (and in training ``recon_model``) from the network-frame ``local_*`` outputs.
+
+    Eval: ``+ c``. Training: ``x ↦ ds·(x·dRᵀ) + dt + c`` for points, ``dR·R`` for the rotation,
+    ``dt + ds·(dR·t) + c`` for the translation and ``ds·s`` for the size (model.md §0).
+
+    Args:
+        local: ``local_rotation`` (B,3,3), ``local_translation`` (B,3), ``local_size`` (B,3),
+            ``local_kpt_3d`` (B,K,3), ``local_recon_model`` (B,P·K,3).
+        centroid: (B, 1, 3) the input clouds' means, metres.
+        augmentation: the training augmentation, or None (eval).
+    """
+    rotation, translation, size = (local[f"local_{key}"].float() for key in ("rotation", "translation", "size"))
+    keypoints = local["local_kpt_3d"]
+    if augmentation is None:
+        return {
+            "pred_translation": translation + centroid.squeeze(1),
+            "pred_rotation": rotation,
+            "pred_size": size,
+            "pred_kpt_3d": keypoints + centroid,
+        }
+    aug_rotation, aug_translation, aug_scale = augmentation
+    rotation_t = aug_rotation.transpose(1, 2)
+    per_object = aug_scale.unsqueeze(2)
+    return {
+        "pred_kpt_3d": (keypoints @ rotation_t) * per_object + aug_translation + centroid,
+        "recon_model": (local["local_recon_model"].float() @ rotation_t) * per_object + aug_translation + centroid,
+        "pred_translation": aug_translation.squeeze(1)
+        + aug_scale * torch.bmm(aug_rotation, translation.unsqueeze(2)).squeeze(2)
+        + centroid.squeeze(1),
+        "pred_rotation": aug_rotation @ rotation,
+        "pred_size": size * aug_scale,
+    }
+
+
+def _training_augmentation(
+    augmentation: Augmentation | tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    generator: torch.Generator | None,
+    points: torch.Tensor,
+) -> Augmentation:
+    """The given augmentation checked and moved to ``points``, or one drawn from ``generator``."""
+    batch_size = points.shape[0]
+    if augmentation is None:
+        if generator is None:
+            raise ValueError(
+                "CleanPoseNet.forward: training needs a torch.Generator (generator=...) or an explicit augmentation"
+            )
+        augmentation = sample_augmentation(batch_size, generator, device=points.device)
+    rotation, translation, scale = augmentation
+    translation = translation.reshape(batch_size, 1, 3).to(points)
+    scale = scale.reshape(batch_size, 1).to(points)
+    rotation = rotation.to(points)
+    if tuple(rotation.shape) != (batch_size, 3, 3):
+        raise ValueError(f"augmentation rotation has shape {tuple(rotation.shape)}; expected ({batch_size}, 3, 3)")
+    return Augmentation(rotation, translation, scale)
 
 
 def _rgb_kwargs(config: ModelConfig, load_weights: bool) -> dict[str, Any]:
@@ -377,9 +536,9 @@ def _check_widths(config: ModelConfig, rgb_channels: int) -> None:
         "keypoint_detector.query_dim": config.keypoint_detector.query_dim,
         "keypoint_detector.attention.model_dim": config.keypoint_detector.attention.model_dim,
         "feature_aggregator.model_dim": config.feature_aggregator.model_dim,
-        "front_door.feature_dim": config.front_door.feature_dim,
+        "front_door.model_dim": config.front_door.model_dim,
         "nocs_predictor.attention.model_dim": config.nocs_predictor.attention.model_dim,
-        "reconstructor.feature_dim": config.reconstructor.feature_dim,
+        "reconstructor.model_dim": config.reconstructor.model_dim,
     }
     wrong = [f"{name} {value}" for name, value in widths.items() if value != fused]
     if wrong:
@@ -424,24 +583,22 @@ def _unpack(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return rgb, points, choose, categories
 
 
-def _check_augmentation(
-    augmentation, batch_size: int, points: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rotation, translation, scale = augmentation
-    translation = translation.reshape(batch_size, 1, 3).to(points)
-    scale = scale.reshape(batch_size, 1).to(points)
-    rotation = rotation.to(points)
-    if tuple(rotation.shape) != (batch_size, 3, 3):
-        raise ValueError(f"augmentation rotation has shape {tuple(rotation.shape)}; expected ({batch_size}, 3, 3)")
-    return rotation, translation, scale
-
-
 # ---------------------------------------------------------------------------------------------------
-# Building, saving and loading
+# Building
 # ---------------------------------------------------------------------------------------------------
 
 
-def _resolve_config(config: ModelConfig | Mapping[str, Any], queue_length: int | None) -> ModelConfig:
+def resolve_model_config(config: ModelConfig | Mapping[str, Any], queue_length: int | None = None) -> ModelConfig:
+    """A :class:`ModelConfig` from any accepted layout, with ``front_door.queue_length`` set when given.
+
+    Args:
+        config: a :class:`ModelConfig`, a mapping in our config layout, or the reference ``pose_net``
+            section (recognised by its keys such as ``cat_num``, ``IAKD``).
+        queue_length: Q, entries per category; None keeps the config's.
+
+    Raises:
+        ConfigError: an invalid config.
+    """
     if isinstance(config, ModelConfig):
         resolved = config
     elif any(key in _REFERENCE_ONLY_KEYS for key in config):
@@ -466,130 +623,4 @@ def build_model(pose_net_cfg: ModelConfig | Mapping[str, Any], queue_len: int | 
     Returns:
         The network in train mode (as ``nn.Module`` construction leaves it), on the CPU, without teacher.
     """
-    return CleanPoseNet(_resolve_config(pose_net_cfg, queue_len))
-
-
-def _queue_keys(model: CleanPoseNet) -> set[str]:
-    return {key for key in model.state_dict() if key.startswith("queue.")}
-
-
-def save_checkpoint(
-    model: CleanPoseNet,
-    path: str | Path,
-    *,
-    optimizer: Mapping[str, Any] | None = None,
-    scheduler: Mapping[str, Any] | None = None,
-    step: int | None = None,
-    rng: Mapping[str, Any] | None = None,
-    run_config: Mapping[str, Any] | None = None,
-) -> None:
-    """Atomically write a checkpoint dict (see the module docstring) loadable with ``weights_only=True``.
-
-    ``run_config`` is the whole training config (a plain dict) when a trainer writes the file.
-    """
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items() if not key.startswith("queue.")}
-    queue = model.queue.features.detach().cpu().clone() if model.queue.is_filled else None
-    checkpoint = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "config": config_to_dict(model.config),
-        "model": state,
-        "queue": queue,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "step": step,
-        "rng": rng,
-        "run_config": run_config,
-    }
-    with atomic_writer(Path(path)) as handle:
-        torch.save(checkpoint, handle)
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint dict without building the model.
-
-    Raises:
-        CheckpointError: missing or unreadable file, another format version, missing entries.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for refused or corrupt files
-        raise CheckpointError(
-            f"{path}: cannot be read with weights_only=True ({error}); a reference state_dict must first go "
-            "through 'cleanpose convert-checkpoint'"
-        ) from error
-    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
-        raise CheckpointError(
-            f"{path}: not a cleanpose checkpoint (no 'format_version'); convert reference checkpoints with "
-            "'cleanpose convert-checkpoint'"
-        )
-    if checkpoint["format_version"] != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format_version {checkpoint['format_version']}; this cleanpose reads "
-            f"{CHECKPOINT_FORMAT_VERSION}"
-        )
-    missing = [key for key in ("config", "model", "queue") if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return checkpoint
-
-
-def load_checkpoint(path: str | Path) -> CleanPoseNet:
-    """Build the network a checkpoint describes and load its weights and queue (strict).
-
-    Args:
-        path: a cleanpose checkpoint (:func:`save_checkpoint`, or ``cleanpose convert-checkpoint``).
-
-    Returns:
-        The network on the CPU, in eval mode. Without a stored queue its forward raises
-        :class:`CheckpointError` saying the queue is missing.
-
-    Raises:
-        CheckpointError: unreadable file, bad config, missing or unexpected keys (listed), shape mismatches,
-            or a queue of the wrong shape.
-    """
-    checkpoint = read_checkpoint(path)
-    queue = checkpoint["queue"]
-    try:
-        config = config_from_dict(checkpoint["config"], ModelConfig, source=f"{path} [config]")
-    except ConfigError as error:
-        raise CheckpointError(str(error)) from None
-    if queue is not None and queue.dim() == 3 and queue.shape[1] != config.front_door.queue_length:
-        config = _resolve_config(config, queue.shape[1])
-    model = CleanPoseNet(config, load_rgb_weights=False)
-    load_model_state(model, checkpoint["model"], queue, source=str(path))
-    return model.eval()
-
-
-def load_model_state(
-    model: CleanPoseNet, state: Mapping[str, torch.Tensor], queue: torch.Tensor | None, *, source: str
-) -> None:
-    """Load a state dict (without queue keys) and a queue into ``model``, strictly.
-
-    Raises:
-        CheckpointError: missing or unexpected keys (listed), shape mismatches, wrong queue shape.
-    """
-    expected = {key: value for key, value in model.state_dict().items() if not key.startswith("queue.")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        mismatch = describe_key_mismatch(missing, unexpected)
-        raise CheckpointError(f"{source}: state dict does not match the network; {mismatch}")
-    mismatched = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
-        for key, value in expected.items()
-        if tuple(state[key].shape) != tuple(value.shape)
-    ]
-    if mismatched:
-        raise CheckpointError(f"{source}: shape mismatch (checkpoint vs network): {'; '.join(mismatched[:12])}")
-    full = dict(state)
-    full["queue.features"] = model.queue.features
-    full["queue.filled"] = model.queue.filled
-    model.load_state_dict(full, strict=True)
-    if queue is not None:
-        try:
-            model.queue.fill(queue.to(torch.float32))
-        except ValueError as error:
-            raise CheckpointError(f"{source}: {error}") from None
+    return CleanPoseNet(resolve_model_config(pose_net_cfg, queue_len))

@@ -37,11 +37,11 @@ class NocsPredictor(nn.Module):
     Args:
         num_categories: C; one set of bin logits per category.
         num_bins: bins per NOCS axis.
-        d_model: keypoint feature width D.
+        model_dim: keypoint feature width D.
         hidden_dim: width of the hidden 1x1 convolutions.
         num_blocks: self-attention blocks.
         num_heads: attention heads.
-        dim_ffn: feed-forward width of the attention blocks.
+        ffn_dim: feed-forward width of the attention blocks.
         dropout: attention-stack dropout (0 in CleanPose).
     """
 
@@ -51,29 +51,29 @@ class NocsPredictor(nn.Module):
         self,
         num_categories: int = 6,
         num_bins: int = 64,
-        d_model: int = 256,
+        model_dim: int = 256,
         hidden_dim: int = 512,
         num_blocks: int = 2,
         num_heads: int = 4,
-        dim_ffn: int = 256,
+        ffn_dim: int = 256,
         dropout: float = 0.0,
     ):
         super().__init__()
         self.num_categories = num_categories
         self.num_bins = num_bins
         self.feature_mlp = nn.Sequential(
-            nn.Conv1d(d_model, hidden_dim, 1),
+            nn.Conv1d(model_dim, hidden_dim, 1),
             nn.BatchNorm1d(hidden_dim),
             nn.ReLU(),
             nn.Conv1d(hidden_dim, hidden_dim, 1),
             nn.BatchNorm1d(hidden_dim),
             nn.ReLU(),
-            nn.Conv1d(hidden_dim, d_model, 1),
-            nn.BatchNorm1d(d_model),
+            nn.Conv1d(hidden_dim, model_dim, 1),
+            nn.BatchNorm1d(model_dim),
         )
-        self.self_attention_layer = SelfAttentionLayer(num_blocks, d_model, num_heads, dim_ffn, dropout)
+        self.self_attention_layer = SelfAttentionLayer(num_blocks, model_dim, num_heads, ffn_dim, dropout)
         self.bin_mlp = nn.Sequential(
-            nn.Conv1d(d_model, hidden_dim, 1),
+            nn.Conv1d(model_dim, hidden_dim, 1),
             nn.ReLU(),
             nn.Conv1d(hidden_dim, hidden_dim, 1),
             nn.ReLU(),
@@ -89,10 +89,10 @@ class NocsPredictor(nn.Module):
         return cls(
             num_categories=config.num_categories,
             num_bins=config.num_bins,
-            d_model=attention.model_dim,
+            model_dim=attention.model_dim,
             num_blocks=attention.num_blocks,
             num_heads=attention.num_heads,
-            dim_ffn=attention.ffn_dim,
+            ffn_dim=attention.ffn_dim,
             dropout=attention.dropout,
         )
 

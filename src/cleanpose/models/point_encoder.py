@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cleanpose.config import PointEncoderConfig
 from cleanpose.ops import (
     ball_query,
     furthest_point_sample,
@@ -253,6 +254,17 @@ class PointNet2MSG(nn.Module):
             FeaturePropagation([fp_in[level], *fp_channels[level]]) for level in range(num_levels)
         )
         self.out_channels = fp_channels[0][-1]
+
+    @classmethod
+    def from_config(cls, config: PointEncoderConfig) -> PointNet2MSG:
+        """Build from the ``point_encoder`` section of :class:`cleanpose.config.ModelConfig`."""
+        return cls(
+            num_centers=config.num_centers,
+            radii=config.radii,
+            num_neighbors=config.num_neighbors,
+            sa_channels=config.sa_channels,
+            fp_channels=config.fp_channels,
+        )
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """Encode a batch of clouds.

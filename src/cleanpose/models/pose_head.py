@@ -40,15 +40,15 @@ class PoseSizeEstimator(nn.Module):
     """Rotation, translation and size from keypoints, their NOCS coordinates and features.
 
     Args:
-        feature_dim: keypoint feature width D.
+        model_dim: keypoint feature width D.
     """
 
-    def __init__(self, feature_dim: int = 256):
+    def __init__(self, model_dim: int = 256):
         super().__init__()
         self.keypoint_mlp = _point_mlp()
         self.nocs_mlp = _point_mlp()
         self.local_mlp = nn.Sequential(
-            nn.Conv1d(64 + feature_dim + 64, 512, 1), nn.ReLU(), nn.Conv1d(512, 256, 1), nn.ReLU()
+            nn.Conv1d(64 + model_dim + 64, 512, 1), nn.ReLU(), nn.Conv1d(512, 256, 1), nn.ReLU()
         )
         self.global_mlp = nn.Sequential(
             nn.Conv1d(512, 512, 1), nn.ReLU(), nn.Conv1d(512, 512, 1), nn.ReLU(), nn.AdaptiveAvgPool1d(1)

@@ -21,8 +21,9 @@ class Reconstruction(NamedTuple):
     """Output of :class:`Reconstructor`; P = points_per_keypoint."""
 
     points: torch.Tensor
-    """(B, P·K, 3) float, metres, same frame as the keypoints: ``deltas + keypoint`` (the reference's
-    ``recon_model`` is this tensor transposed to (B, 3, P·K))."""
+    """(B, P·K, 3) float, metres, same frame as the keypoints: ``deltas + keypoint`` (the network's output
+    ``local_recon_model``; the reference's ``recon_model`` before its transpose is this tensor transposed to
+    (B, 3, P·K))."""
     deltas: torch.Tensor
     """(B, P·K, 3) float, metres: offsets; rows P·j .. P·j+P−1 belong to keypoint j."""
 
@@ -32,21 +33,21 @@ class Reconstructor(nn.Module):
 
     Args:
         points_per_keypoint: P (reference ``pts_per_kpt``).
-        feature_dim: keypoint feature width D (reference ``ndim``).
+        model_dim: keypoint feature width D (reference ``ndim``).
         hidden_dim: width of the decoder's hidden layers.
     """
 
-    def __init__(self, points_per_keypoint: int = 10, feature_dim: int = 256, hidden_dim: int = 512):
+    def __init__(self, points_per_keypoint: int = 10, model_dim: int = 256, hidden_dim: int = 512):
         super().__init__()
         self.points_per_keypoint = points_per_keypoint
         self.position_encoder = nn.Sequential(
-            nn.Conv1d(3, 64, 1), nn.ReLU(), nn.Conv1d(64, 128, 1), nn.ReLU(), nn.Conv1d(128, feature_dim, 1)
+            nn.Conv1d(3, 64, 1), nn.ReLU(), nn.Conv1d(64, 128, 1), nn.ReLU(), nn.Conv1d(128, model_dim, 1)
         )
         self.feature_mlp = nn.Sequential(
-            nn.Conv1d(feature_dim, feature_dim, 1), nn.ReLU(), nn.Conv1d(feature_dim, feature_dim, 1)
+            nn.Conv1d(model_dim, model_dim, 1), nn.ReLU(), nn.Conv1d(model_dim, model_dim, 1)
         )
         self.shape_decoder = nn.Sequential(
-            nn.Conv1d(2 * feature_dim, hidden_dim, 1),
+            nn.Conv1d(2 * model_dim, hidden_dim, 1),
             nn.ReLU(),
             nn.Conv1d(hidden_dim, hidden_dim, 1),
             nn.ReLU(),
@@ -56,7 +57,7 @@ class Reconstructor(nn.Module):
     @classmethod
     def from_config(cls, config: ReconstructorConfig) -> Reconstructor:
         """Build from the ``reconstructor`` section of :class:`cleanpose.config.ModelConfig`."""
-        return cls(points_per_keypoint=config.points_per_keypoint, feature_dim=config.feature_dim)
+        return cls(points_per_keypoint=config.points_per_keypoint, model_dim=config.model_dim)
 
     def forward(self, keypoints: torch.Tensor, keypoint_features: torch.Tensor) -> Reconstruction:
         """Reconstruct the object.

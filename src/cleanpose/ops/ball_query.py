@@ -44,7 +44,20 @@ def ball_query_reference(
         return torch.where(grouped == sentinel, first, grouped)
 
 
+def _ball_query_triton(radius: float, num_neighbors: int, points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """The Triton kernel for float32 clouds, else the reference."""
+    if points.dtype != torch.float32:
+        return ball_query_reference(radius, num_neighbors, points, centers)
+    return ball_query_triton.ball_query_triton(radius, num_neighbors, points, centers)
+
+
 _BACKENDS = {"reference": ball_query_reference}
+try:
+    from cleanpose.ops import ball_query_triton
+except ImportError:  # a PyTorch build without Triton: the reference backend only
+    pass
+else:
+    _BACKENDS["triton"] = _ball_query_triton
 
 
 def ball_query(
@@ -63,7 +76,9 @@ def ball_query(
         num_neighbors: S >= 1, slots per centre.
         points: (B, N, 3) float32 coordinates, metres.
         centers: (B, M, 3) coordinates of the ball centres, same frame, dtype and device as ``points``.
-        backend: ``"auto"`` or ``"reference"``.
+        backend: ``"auto"`` (the Triton kernel on CUDA when Triton is installed, else the reference),
+            ``"reference"`` (PyTorch, any device) or ``"triton"`` (one launch; float32, other dtypes fall back
+            to the reference; CPU tensors need ``TRITON_INTERPRET=1``).
 
     Returns:
         (B, M, S) int64. ``idx[b, m, s] = j`` means that ``points[b, j]`` is the s-th point (in index

@@ -82,7 +82,21 @@ def three_interpolate_reference(features: torch.Tensor, idx: torch.Tensor, weigh
     return (terms[..., 0] + terms[..., 1]) + terms[..., 2]
 
 
+def _three_nn_triton(unknown: torch.Tensor, known: torch.Tensor) -> ThreeNN:
+    """The Triton kernel for float32 clouds of at most ``MAX_KNOWN`` known points, else the reference."""
+    if unknown.dtype != torch.float32 or known.shape[1] > interpolate_triton.MAX_KNOWN:
+        return three_nn_reference(unknown, known)
+    squared, idx = interpolate_triton.three_nn_squared_triton(unknown, known)
+    return ThreeNN(torch.sqrt(squared), idx)
+
+
 _NN_BACKENDS = {"reference": three_nn_reference}
+try:
+    from cleanpose.ops import interpolate_triton
+except ImportError:  # a PyTorch build without Triton: the reference backend only
+    pass
+else:
+    _NN_BACKENDS["triton"] = _three_nn_triton
 _INTERPOLATE_BACKENDS = {"reference": three_interpolate_reference}
 
 
@@ -98,7 +112,9 @@ def three_nn(unknown: torch.Tensor, known: torch.Tensor, *, backend: str = "auto
     Args:
         unknown: (B, n, 3) float32 query coordinates, metres.
         known: (B, m, 3) coordinates of the points carrying features, same frame, dtype and device.
-        backend: ``"auto"`` or ``"reference"``.
+        backend: ``"auto"`` (the Triton kernel on CUDA when Triton is installed, else the reference),
+            ``"reference"`` or ``"triton"`` (float32 with m <= 4,096, else the reference; CPU tensors need
+            ``TRITON_INTERPRET=1``).
 
     Returns:
         :class:`ThreeNN` ``(dists, idx)``, both (B, n, 3); ``dists`` is the square root of the squared

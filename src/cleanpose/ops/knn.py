@@ -26,7 +26,8 @@ def squared_distances(query: torch.Tensor, points: torch.Tensor, distance: str =
     PointBERT teacher (``square_distance`` in the reference's ``dvae.py``):
     ``(-2 * query @ points^T + sum(query**2)) + sum(points**2)``; it can be slightly negative and
     orders near-ties differently from the direct form. Differentiable; without autograd the direct
-    form works in place (same rounding, no extra (B, M, N) buffers).
+    form works in place (same rounding, no extra (B, M, N) buffers). Computed in the inputs' dtype also
+    under autocast (a bfloat16 matrix product would reorder the neighbours).
     """
     if distance == "direct":
         dx = query[..., 0].unsqueeze(2) - points[..., 0].unsqueeze(1)
@@ -35,9 +36,10 @@ def squared_distances(query: torch.Tensor, points: torch.Tensor, distance: str =
         if torch.is_grad_enabled() and (query.requires_grad or points.requires_grad):
             return (dx * dx + dy * dy) + dz * dz
         return dx.mul_(dx).add_(dy.mul_(dy)).add_(dz.mul_(dz))
-    squared = -2 * torch.matmul(query, points.transpose(1, 2))
-    squared = squared + torch.sum(query**2, -1).unsqueeze(2)
-    return squared + torch.sum(points**2, -1).unsqueeze(1)
+    with torch.autocast(query.device.type, enabled=False):
+        squared = -2 * torch.matmul(query, points.transpose(1, 2))
+        squared = squared + torch.sum(query**2, -1).unsqueeze(2)
+        return squared + torch.sum(points**2, -1).unsqueeze(1)
 
 
 def kernel_squared_distances(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from cleanpose.data.formats import encoding
 from cleanpose.data.synth import SensorNoise, generate
 from cleanpose.data.synth import writer_nocs
 from cleanpose.data.synth.generate import MARKER_FILE, scene_frames, split_intrinsics
-from cleanpose.errors import UsageError
+from cleanpose.errors import ConfigError, OutputError
 from cleanpose.geometry import backproject
 
 SIZE = (160, 120)
@@ -276,26 +276,26 @@ def test_noise_changes_depth_only_where_expected(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
-    with pytest.raises(UsageError, match="scenes must be a positive integer; got 0"):
+    with pytest.raises(ConfigError, match="scenes must be a positive integer; got 0"):
         generate(tmp_path / "z", scenes=0)
-    with pytest.raises(UsageError, match="seed must be a non-negative integer; got -1"):
+    with pytest.raises(ConfigError, match="seed must be a non-negative integer; got -1"):
         generate(tmp_path / "z", seed=-1)
-    with pytest.raises(UsageError, match=r"objects_range must satisfy 1 <= min <= max <= 12; got \(3, 2\)"):
+    with pytest.raises(ConfigError, match=r"objects_range must satisfy 1 <= min <= max <= 12; got \(3, 2\)"):
         generate(tmp_path / "z", objects_range=(3, 2))
-    with pytest.raises(UsageError, match="unknown format 'bop'"):
+    with pytest.raises(ConfigError, match="unknown format 'bop'"):
         generate(tmp_path / "z", format="bop")
-    with pytest.raises(UsageError, match=r"unknown split\(s\) \['train'\] for format nocs"):
+    with pytest.raises(ConfigError, match=r"unknown split\(s\) \['train'\] for format nocs"):
         generate(tmp_path / "z", splits=("train",))
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    with pytest.raises(UsageError, match="folder is not writable"):
+    with pytest.raises(OutputError, match="folder is not writable"):
         generate(blocker / "sub", progress=False)
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    with pytest.raises(UsageError, match="folder is not empty; pass --overwrite"):
+    with pytest.raises(OutputError, match="folder is not empty; pass --overwrite"):
         generate(occupied, progress=False)
-    with pytest.raises(UsageError, match=f"holds no {MARKER_FILE}; refusing to delete"):
+    with pytest.raises(OutputError, match=f"holds no {MARKER_FILE}; refusing to delete"):
         generate(occupied, overwrite=True, progress=False)
     assert (occupied / "keep.txt").read_text() == "mine"
 

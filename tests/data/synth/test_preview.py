@@ -49,3 +49,39 @@ def test_cli_synth_and_errors(tmp_path, capsys):
     assert encoding.read_color(tmp_path / "prev" / "preview.png").shape == (48, 256, 3)
     assert main(["synth", "--out", str(tmp_path / "y"), "--image-size", "64by48"]) == 2
     assert "--image-size must look like 640x480; got '64by48'" in capsys.readouterr().err
+
+
+def test_cli_synth_with_models_backgrounds_and_skip_bad(tmp_path, capsys):
+    import json
+
+    import cv2
+
+    from tests.data.synth.mesh_builders import write_textured_box
+
+    models = tmp_path / "models"
+    for index in range(2):
+        write_textured_box(models / "camera", f"box{index}", [0, 0, 0], [0.06, 0.05, 0.04 + 0.01 * index])
+    (models / "mug").mkdir()
+    (models / "mug" / "broken.obj").write_text("f 1 2 3\n")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "room.png"), np.full((60, 80, 3), 128, np.uint8))
+    arguments = ["--quiet", "synth", "--out", str(tmp_path / "d"), "--models", str(models), "--backgrounds",
+                 str(photos), "--scenes", "1", "--frames-per-scene", "1", "--image-size", "64x48",
+                 "--splits", "camera_train,camera_val", "--test-fraction", "0.5", "--procedural-fraction", "0.25"]
+    assert main(arguments) == 2
+    assert "mug/broken.obj: mesh has no faces" in capsys.readouterr().err  # its face names missing vertices
+    assert main(["synth", "--out", str(tmp_path / "e"), "--procedural-fraction", "0.5"]) == 2
+    assert "apply to --models meshes; pass --models DIR" in capsys.readouterr().err
+    assert main(arguments + ["--skip-bad"]) == 0
+    assert "wrote 2 frames" in capsys.readouterr().out
+    marker = json.loads((tmp_path / "d" / "cleanpose_synth.json").read_text())
+    assert marker["imported_meshes"]["meshes"] == 2 and marker["backgrounds"]["photos"] == 1
+    assert len(marker["imported_meshes"]["skipped"]) == 1 and "broken.obj" in marker["imported_meshes"]["skipped"][0]
+    val = encoding.read_pickle(tmp_path / "d" / "obj_models" / "camera_val.pkl")
+    train = encoding.read_pickle(tmp_path / "d" / "obj_models" / "camera_train.pkl")
+    imported = {name for name in list(val) + list(train) if name.startswith("camera_box")}
+    assert imported == {"camera_box0", "camera_box1"} and not (set(val) & set(train))  # one held out
+    assert main(["--quiet", "synth", "--out", str(tmp_path / "p"), "--models", str(models), "--skip-bad",
+                 "--preview", "--preview-frames", "1", "--image-size", "64x48", "--test-fraction", "0"]) == 0
+    assert encoding.read_color(tmp_path / "p" / "preview.png").shape == (48, 256, 3)

@@ -23,10 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth import writer_housecat6d, writer_nocs
+from cleanpose.data.synth import writer_housecat6d, writer_nocs, writer_raw
+from cleanpose.data.synth.backgrounds import BackgroundSet, draw_backdrop
 from cleanpose.data.synth.scene import SPLIT_CODES, build_distractors, build_library, render_frame, sample_scene
 from cleanpose.data.synth.sensor import SensorNoise
-from cleanpose.errors import UsageError
+from cleanpose.data.synth.user_library import MeshSettings, build_mixed_library, mixed_mean_shapes
+from cleanpose.errors import ConfigError, OutputError
 from cleanpose.fileio import ensure_writable_folder
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,9 @@ class _Task:
     noise: SensorNoise
     instances_per_category: int
     objects_range: tuple[int, int]
+    meshes: MeshSettings | None = None
+    backgrounds: BackgroundSet | None = None
+    raw: bool = False
 
 
 def split_intrinsics(format: str, split: str, image_size: tuple[int, int], seed: int, scene_index: int) -> np.ndarray:
@@ -114,12 +119,15 @@ def split_intrinsics(format: str, split: str, image_size: tuple[int, int], seed:
 
 
 @functools.lru_cache(maxsize=16)
-def _library(format: str, split: str, seed: int, per_category: int):
+def _library(format: str, split: str, seed: int, per_category: int, meshes: MeshSettings | None = None):
+    if meshes is not None:
+        return build_mixed_library(format, split, seed, per_category, meshes)
     return build_library(format, split, seed, per_category)
 
 
 def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: int, image_size: tuple[int, int],
-                 noise: SensorNoise, instances_per_category: int, objects_range: tuple[int, int] = (2, 6)):
+                 noise: SensorNoise, instances_per_category: int, objects_range: tuple[int, int] = (2, 6),
+                 meshes: MeshSettings | None = None, backgrounds: BackgroundSet | None = None):
     """Sample one scene and yield its rendered frames (what `generate` writes for that scene).
 
     Args:
@@ -132,19 +140,25 @@ def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: i
         noise: depth sensor model.
         instances_per_category: library size per category.
         objects_range: inclusive (min, max) objects per scene.
+        meshes: the user's meshes (``--models``); None: procedural shapes only.
+        backgrounds: photos composited behind the scene (``--backgrounds``), one drawn per frame.
 
     Yields:
         (scene, intrinsics, frame index, `FrameArrays`) per frame.
     """
-    library = _library(format, split, seed, instances_per_category)
+    library = _library(format, split, seed, instances_per_category, meshes)
     intrinsics = split_intrinsics(format, split, image_size, seed, scene_index)
     code = SPLIT_CODES[split]
     distractors = build_distractors(split, seed) if format == "nocs" else ()
     scene = sample_scene(library, np.random.default_rng([seed, code, scene_index, 0]), frames, intrinsics, image_size,
                          objects_range, distractors)
     for frame in range(frames):
+        backdrop = None
+        if backgrounds is not None:
+            backdrop = draw_backdrop(backgrounds, image_size,
+                                     np.random.default_rng([seed, code, scene_index, 4, frame]))
         arrays = render_frame(scene, frame, intrinsics, image_size, noise,
-                              np.random.default_rng([seed, code, scene_index, 1, frame]))
+                              np.random.default_rng([seed, code, scene_index, 1, frame]), backdrop=backdrop)
         yield scene, intrinsics, frame, arrays
 
 
@@ -154,8 +168,11 @@ def _run_task(task: _Task) -> list:
     code = SPLIT_CODES[task.split]
     for scene, intrinsics, frame, arrays in scene_frames(task.format, task.split, task.scene_index, task.frames,
                                                         task.seed, task.image_size, task.noise,
-                                                        task.instances_per_category, task.objects_range):
-        if task.format == "nocs":
+                                                        task.instances_per_category, task.objects_range,
+                                                        task.meshes, task.backgrounds):
+        if task.raw:
+            records.append(writer_raw.write_frame(root, task.split, task.scene_index, frame, scene, arrays))
+        elif task.format == "nocs":
             detector = np.random.default_rng([task.seed, code, task.scene_index, 2, frame])
             records.append(writer_nocs.write_frame(root, task.split, task.scene_index, frame, scene, arrays, detector))
         else:
@@ -174,35 +191,35 @@ def _worker_init() -> None:
 def _check_arguments(format, scenes, frames_per_scene, seed, workers, splits, image_size,
                      objects_range) -> tuple[str, ...]:
     if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
     for name, value in (("scenes", scenes), ("frames_per_scene", frames_per_scene), ("workers", workers)):
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise UsageError(f"{name} must be a positive integer; got {value!r}")
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer; got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer; got {seed!r}")
     known = writer_nocs.NOCS_SPLITS if format == "nocs" else writer_housecat6d.HOUSECAT6D_SPLITS
     splits = tuple(known if splits is None else splits)
     unknown = [split for split in splits if split not in known]
     if unknown or not splits:
-        raise UsageError(f"unknown split(s) {unknown or splits!r} for format {format}; expected a subset of {known}")
+        raise ConfigError(f"unknown split(s) {unknown or splits!r} for format {format}; expected a subset of {known}")
     width, height = image_size
     low, high = objects_range
     if not 1 <= low <= high <= 12:
-        raise UsageError(f"objects_range must satisfy 1 <= min <= max <= 12; got {objects_range}")
+        raise ConfigError(f"objects_range must satisfy 1 <= min <= max <= 12; got {objects_range}")
     if width < 16 or height < 16:
-        raise UsageError(f"image_size must be at least 16x16 pixels; got {width}x{height}")
+        raise ConfigError(f"image_size must be at least 16x16 pixels; got {width}x{height}")
     return splits
 
 
 def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: exists and is not a folder")
+        raise OutputError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise UsageError(f"{out_dir}: folder is not empty; pass --overwrite (overwrite=True) to replace a "
+            raise OutputError(f"{out_dir}: folder is not empty; pass --overwrite (overwrite=True) to replace a "
                              "previous synthetic dataset, or choose another folder")
         if not (out_dir / MARKER_FILE).is_file():
-            raise UsageError(f"{out_dir}: folder is not empty and holds no {MARKER_FILE}; refusing to delete "
+            raise OutputError(f"{out_dir}: folder is not empty and holds no {MARKER_FILE}; refusing to delete "
                              "something cleanpose synth did not write")
         for child in out_dir.iterdir():
             if child.is_dir() and not child.is_symlink():
@@ -226,6 +243,9 @@ def generate(
     instances_per_category: int | None = None,
     objects_range: tuple[int, int] = (2, 6),
     progress: bool = True,
+    meshes: MeshSettings | None = None,
+    backgrounds: BackgroundSet | None = None,
+    raw: bool = False,
 ) -> SynthSummary:
     """Write a synthetic dataset.
 
@@ -249,12 +269,18 @@ def generate(
         instances_per_category: object models per category and split; default `DEFAULT_INSTANCES`.
         objects_range: inclusive (min, max) number of objects per scene (fewer when the table is too full).
         progress: show a tqdm progress bar.
+        meshes: render the user's meshes (`user_library.mesh_settings`, ``--models``), mixed with
+            procedural shapes as it says; `instances_per_category` then only sizes procedural-only categories.
+        backgrounds: photos composited behind the scenes (`backgrounds.scan_backgrounds`, ``--backgrounds``).
+        raw: NOCS only: write the raw layout of the NOCS downloads instead (`writer_raw`: no labels,
+            lists or point models), the input of ``cleanpose data prepare``.
 
     Returns:
         `SynthSummary`.
 
     Raises:
-        UsageError: bad arguments, a non-empty folder without `overwrite`, an unwritable folder.
+        ConfigError: bad arguments.
+        OutputError: a non-empty folder without `overwrite`, an unwritable folder.
     """
     start = time.perf_counter()
     if image_size is None:
@@ -262,32 +288,44 @@ def generate(
     image_size = (int(image_size[0]), int(image_size[1]))
     objects_range = (int(objects_range[0]), int(objects_range[1]))
     splits = _check_arguments(format, scenes, frames_per_scene, seed, workers, splits, image_size, objects_range)
+    if raw and format != "nocs":
+        raise UsageError(f"raw output exists for the nocs format only; got format {format!r}")
     noise = SensorNoise() if noise is None else noise
     root = Path(out_dir)
     _prepare_folder(root, overwrite)
     settings = {"format": format, "scenes": int(scenes), "frames_per_scene": int(frames_per_scene), "seed": int(seed),
                 "image_size": list(image_size), "splits": list(splits), "noise": dataclasses.asdict(noise),
-                "instances_per_category": instances_per_category, "objects_range": list(objects_range)}
+                "instances_per_category": instances_per_category, "objects_range": list(objects_range), "raw": raw}
+    if meshes is not None:
+        settings["imported_meshes"] = {
+            "folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
+            "skipped": list(meshes.catalog.skipped), "test_fraction": meshes.test_fraction,
+            "procedural_fraction": meshes.procedural_fraction}
+    if backgrounds is not None:
+        settings["backgrounds"] = {"photos": len(backgrounds.paths), "skipped": list(backgrounds.skipped)}
     encoding.write_text_atomic(root / MARKER_FILE, json.dumps({"complete": False, **settings}, indent=1) + "\n")
 
     models = 0
     mug_meta: dict = {}
     for split in splits:
         per_category = instances_per_category or DEFAULT_INSTANCES[split]
-        library = _library(format, split, seed, per_category)
-        if format == "nocs":
+        library = _library(format, split, seed, per_category, meshes)
+        if raw:
+            models += writer_raw.write_models(root, split, library)
+        elif format == "nocs":
             models += writer_nocs.write_models(root, split, library, seed, mug_meta)
         else:
             models += writer_housecat6d.write_models(root, library)
-    if format == "nocs":
+    if format == "nocs" and not raw:
         encoding.write_pickle_atomic(root / "obj_models" / "mug_meta.pkl", mug_meta)
-        training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split])
+        training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split], meshes)
                     for split in ("camera_train", "real_train")]
-        writer_nocs.write_mean_shapes(root, training, seed)
+        priors = None if meshes is None else mixed_mean_shapes(training, seed)
+        writer_nocs.write_mean_shapes(root, training, seed, priors)
 
     tasks = [
         _Task(str(root), format, split, scene, int(frames_per_scene), int(seed), image_size, noise,
-              instances_per_category or DEFAULT_INSTANCES[split], objects_range)
+              instances_per_category or DEFAULT_INSTANCES[split], objects_range, meshes, backgrounds, raw)
         for split in splits for scene in range(scenes)
     ]
     records = []
@@ -302,7 +340,7 @@ def generate(
                 for task, task_records in zip(tasks, pool.map(_run_task, tasks)):
                     records.extend(task_records)
                     bar.update(task.frames)
-    if format == "nocs":
+    if format == "nocs" and not raw:
         writer_nocs.write_lists(root, records, splits)
         writer_nocs.link_results_folders(root, splits)
     labelled = sum(getattr(record, "labelled", True) for record in records)

@@ -10,10 +10,12 @@ import numpy as np
 
 from cleanpose.data.formats import encoding
 from cleanpose.data.synth import writer_housecat6d, writer_nocs
+from cleanpose.data.synth.backgrounds import BackgroundSet
 from cleanpose.data.synth.generate import DEFAULT_INSTANCES, FORMATS, scene_frames
 from cleanpose.data.synth.scene import FrameArrays
 from cleanpose.data.synth.sensor import SensorNoise
-from cleanpose.errors import UsageError
+from cleanpose.data.synth.user_library import MeshSettings
+from cleanpose.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ def preview_row(arrays: FrameArrays) -> np.ndarray:
 
 
 def write_preview(path, format: str = "nocs", frames: int = 4, seed: int = 0,
-                  image_size: tuple[int, int] | None = None, noise: SensorNoise | None = None) -> Path:
+                  image_size: tuple[int, int] | None = None, noise: SensorNoise | None = None,
+                  meshes: MeshSettings | None = None, backgrounds: BackgroundSet | None = None) -> Path:
     """Render `frames` frames (scene i, first view, of the first split) and save the grid as a PNG.
 
     Args:
@@ -53,14 +56,16 @@ def write_preview(path, format: str = "nocs", frames: int = 4, seed: int = 0,
         seed: dataset seed (the rows are the frames `generate` would write with this seed).
         image_size: (W, H); default 640×480 (NOCS) or 548×426 (HouseCat6D at half size).
         noise: sensor model; default `SensorNoise()`.
+        meshes: the user's meshes (``--models``); see `generate`.
+        backgrounds: photos behind the scenes (``--backgrounds``); see `generate`.
 
     Returns:
         The written path.
     """
     if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
     if frames < 1:
-        raise UsageError(f"preview frames must be >= 1; got {frames}")
+        raise ConfigError(f"preview frames must be >= 1; got {frames}")
     split = writer_nocs.NOCS_SPLITS[0] if format == "nocs" else writer_housecat6d.HOUSECAT6D_SPLITS[0]
     if image_size is None:
         image_size = writer_nocs.NOCS_IMAGE_SIZE if format == "nocs" else (548, 426)
@@ -68,7 +73,7 @@ def write_preview(path, format: str = "nocs", frames: int = 4, seed: int = 0,
     rows = []
     for scene_index in range(frames):
         for _, _, _, arrays in scene_frames(format, split, scene_index, 1, seed, tuple(image_size), noise,
-                                            DEFAULT_INSTANCES[split]):
+                                            DEFAULT_INSTANCES[split], meshes=meshes, backgrounds=backgrounds):
             rows.append(preview_row(arrays))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,31 @@ class RayHits(NamedTuple):
     """(H, W) float64, |cos| of the angle between the ray and the hit face normal; 0 where no hit."""
     normals: np.ndarray
     """(H, W, 3) float64, unit face normal at the hit, flipped to face the camera; 0 where no hit."""
+    barycentric: np.ndarray
+    """(H, W, 3) float64, barycentric coordinates of the hit point in the hit triangle (weights of its
+    corners ``faces[face]``, in [0, 1], summing to 1); 0 where no hit."""
+
+
+def barycentric_coordinates(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates of points in the planes of their triangles.
+
+    Args:
+        points: (M, 3) float, each in the plane of its triangle.
+        corners: (M, 3, 3) float, triangle corners ``[a, b, c]``.
+
+    Returns:
+        (M, 3) float64 weights of (a, b, c), clipped to [0, 1] and renormalized to sum 1 (a hit found
+        by Embree may lie a rounding error outside its triangle).
+    """
+    edge_b, edge_c = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    offset = points - corners[:, 0]
+    bb, bc, cc = (np.einsum("ij,ij->i", *pair) for pair in ((edge_b, edge_b), (edge_b, edge_c), (edge_c, edge_c)))
+    ob, oc = np.einsum("ij,ij->i", offset, edge_b), np.einsum("ij,ij->i", offset, edge_c)
+    denominator = np.maximum(bb * cc - bc * bc, 1e-300)
+    weight_b = (cc * ob - bc * oc) / denominator
+    weight_c = (bb * oc - bc * ob) / denominator
+    weights = np.clip(np.stack([1.0 - weight_b - weight_c, weight_b, weight_c], axis=1), 0.0, 1.0)
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
 
 
 def _intersector(mesh: trimesh.Trimesh):
@@ -108,6 +133,7 @@ class MeshCaster:
         points = np.zeros_like(all_rays)
         cos_incidence = np.zeros(len(all_rays))
         normals = np.zeros_like(all_rays)
+        barycentric = np.zeros_like(all_rays)
         if len(selected) and self._intersector is not None:
             rays = all_rays[selected]
             found = np.asarray(self._intersector.intersects_first(np.zeros_like(rays), rays), dtype=np.int64)
@@ -125,11 +151,13 @@ class MeshCaster:
             points[target] = direction * depth[:, None]
             cos_incidence[target] = np.abs(along) / np.sqrt(np.einsum("ij,ij->i", direction, direction))
             normals[target] = normal * -np.sign(along)[:, None]
+            barycentric[target] = barycentric_coordinates(points[target], corners)
         return RayHits(
             face.reshape(height, width),
             points.reshape(height, width, 3),
             cos_incidence.reshape(height, width),
             normals.reshape(height, width, 3),
+            barycentric.reshape(height, width, 3),
         )
 
     def blocked(self, origins: np.ndarray, direction: np.ndarray) -> np.ndarray:

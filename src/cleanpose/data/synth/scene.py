@@ -21,6 +21,8 @@ import numpy as np
 import trimesh
 
 from cleanpose.data.synth import shapes
+from cleanpose.data.synth.backgrounds import Backdrop
+from cleanpose.data.synth.mesh_library import MeshEntry, load_mesh
 from cleanpose.data.synth.render import MeshCaster, cast_box, pixel_rays, projected_region
 from cleanpose.data.synth.sensor import SensorNoise, apply_sensor_noise
 
@@ -69,12 +71,22 @@ class Instance:
     diagonal: float | None = None
     """Fixed metric tight-box diagonal in metres for metric models (REAL, HouseCat6D); None for
     CAMERA models, which are scaled per placement."""
+    source: MeshEntry | None = None
+    """The user's mesh file of an imported instance (`cleanpose.data.synth.mesh_library`); None for a
+    procedural one (shape from `unit`)."""
 
 
 @functools.lru_cache(maxsize=256)
 def instance_mesh(category: str, unit: tuple[float, ...]) -> shapes.ShapeMesh:
     """The normalized mesh of an instance, cached per process."""
     return shapes.build_shape(category, np.asarray(unit))
+
+
+def instance_shape(instance: Instance) -> shapes.ShapeMesh:
+    """The normalized mesh of an instance: its imported mesh, or its procedural shape (both cached per process)."""
+    if instance.source is not None:
+        return load_mesh(instance.source).shape
+    return instance_mesh(instance.category, instance.unit)
 
 
 def build_library(dataset: str, split: str, seed: int, per_category: int) -> list[Instance]:
@@ -275,7 +287,7 @@ def sample_scene(
             tilt_heading = generator.uniform(0.0, 2 * np.pi)
             tilt_axis = np.array([np.cos(tilt_heading), 0.0, np.sin(tilt_heading)])
             rotation = _axis_rotation(tilt_axis, np.deg2rad(generator.uniform(8.0, 25.0))) @ rotation
-        vertices = scale * instance_mesh(instance.category, instance.unit).mesh.vertices @ rotation.T
+        vertices = scale * instance_shape(instance).mesh.vertices @ rotation.T
         radius = float(np.linalg.norm(vertices[:, [0, 2]], axis=1).max())
         angle, distance = generator.uniform(0.0, 2 * np.pi), region * np.sqrt(generator.random())
         centre = np.array([distance * np.cos(angle), 0.0, distance * np.sin(angle)])
@@ -410,6 +422,21 @@ def _shadowed(caster: MeshCaster, points: np.ndarray, normals: np.ndarray, diffu
     return shadowed
 
 
+def _place_photo_plane(plane_depth: float, rays: np.ndarray, owner: np.ndarray, points: np.ndarray,
+                       normals: np.ndarray, cos_incidence: np.ndarray) -> np.ndarray:
+    """Put the camera-facing photo plane ``z = plane_depth`` in front of every non-object hit beyond it.
+
+    Updates the per-pixel arrays of `render_frame` in place (owner −4 marks the plane) and returns the
+    (H, W) bool mask of the plane's pixels.
+    """
+    photo = (owner < 0) & ((owner == -3) | (points[:, :, 2] > plane_depth))
+    owner[photo] = -4
+    points[photo] = rays[photo] * plane_depth
+    normals[photo] = np.array([0.0, 0.0, -1.0])
+    cos_incidence[photo] = 1.0 / np.linalg.norm(rays[photo], axis=1)
+    return photo
+
+
 def render_frame(
     scene: SceneSpec,
     frame: int,
@@ -418,6 +445,7 @@ def render_frame(
     noise: SensorNoise,
     generator: np.random.Generator,
     shadows: bool = True,
+    backdrop: Backdrop | None = None,
 ) -> FrameArrays:
     """Ray-cast one view of a scene, shade it and apply the sensor model.
 
@@ -429,6 +457,9 @@ def render_frame(
         noise: depth sensor model.
         generator: source of the lighting jitter, colour noise and depth noise draws.
         shadows: cast shadow rays from the objects onto the table and each other.
+        backdrop: a photo composited behind the scene: shown, unshaded, on the camera-facing plane at
+            depth z = (farthest object vertex) + `Backdrop.margin`, which replaces the room and hides the
+            table beyond it, so depth and colour stay consistent (see `cleanpose.data.synth.backgrounds`).
 
     Returns:
         `FrameArrays` of the view.
@@ -440,7 +471,7 @@ def render_frame(
         rotations.append(camera.rotation @ placed.rotation)
         translations.append(camera.rotation @ placed.translation + camera.translation)
         scales.append(placed.scale)
-        meshes.append(instance_mesh(placed.instance.category, placed.instance.unit).mesh)
+        meshes.append(instance_shape(placed.instance).mesh)
 
     # Table and room are boxes: intersect them in closed form (world frame, same ray parameter).
     rays = pixel_rays(intrinsics, width, height)
@@ -478,6 +509,7 @@ def render_frame(
         offset += len(vertices)
     face_starts = np.cumsum([0] + [len(mesh.faces) for mesh in meshes])
     object_face = np.full((height, width), -1, dtype=np.int64)
+    barycentric = np.zeros((height, width, 3))
     caster = None
     if meshes:
         face_owner = np.concatenate(owners)
@@ -489,8 +521,13 @@ def render_frame(
         points[front] = hits.points[front]
         normals[front] = hits.normals[front]
         cos_incidence[front] = hits.cos_incidence[front]
+        barycentric[front] = hits.barycentric[front]
+    photo = np.zeros((height, width), dtype=bool)
+    if backdrop is not None:
+        farthest = max((float(vertices[:, 2].max()) for vertices in vertex_blocks), default=0.5)
+        photo = _place_photo_plane(farthest + backdrop.margin, rays, owner, points, normals, cos_incidence)
     object_index = np.where(owner >= 0, owner, -1).astype(np.int16)
-    depth = np.where(owner > -3, points[:, :, 2], 0.0)
+    depth = np.where(owner != -3, points[:, :, 2], 0.0)
 
     nocs = np.zeros((height, width, 3))
     handle_pixels = np.zeros(len(scene.objects), dtype=np.int64)
@@ -501,11 +538,14 @@ def render_frame(
             continue
         q = (points[pixels] - translations[k]) @ rotations[k] / scales[k]
         nocs[pixels] = q
-        albedo[pixels] = _pattern(placed.appearance, q[:, 0], q[:, 1], q[:, 2])
-        handle = instance_mesh(placed.instance.category, placed.instance.unit).handle_faces
-        if handle.any():
-            local_face = object_face[pixels] - face_starts[k]
-            handle_pixels[k] = int(handle[local_face].sum())
+        shape = instance_shape(placed.instance)
+        local_face = object_face[pixels] - face_starts[k]
+        if shape.colours is not None:
+            albedo[pixels] = shape.colours.albedo(local_face, barycentric[pixels])
+        else:
+            albedo[pixels] = _pattern(placed.appearance, q[:, 0], q[:, 1], q[:, 2])
+        if shape.handle_faces.any():
+            handle_pixels[k] = int(shape.handle_faces[local_face].sum())
     world = origin_world.astype(np.float32) + rays_world * depth.astype(np.float32)[:, :, None]  # world frame
     table_pixels = owner == -1
     albedo[table_pixels] = _pattern(scene.table, world[table_pixels, 0], world[table_pixels, 2] * 0.15,
@@ -523,6 +563,8 @@ def render_frame(
         diffuse[_shadowed(caster, points, normals, diffuse, owner, light, camera, intrinsics, width, height)] = 0.0
     shade = scene.ambient + (1.0 - scene.ambient) * (0.75 * diffuse + 0.25 * cos_incidence)
     color = albedo * (intensity * shade)[:, :, None] * 255.0
+    if backdrop is not None:
+        color[photo] = backdrop.image[photo]
     # sensor colour noise: triangular with standard deviation 2 levels (two uniform draws, cheaper than normal)
     color += (generator.random(color.shape, dtype=np.float32) - generator.random(color.shape, dtype=np.float32)) * (
         2.0 * np.sqrt(6.0))

@@ -37,6 +37,8 @@ from typing import NamedTuple
 import numpy as np
 import trimesh
 
+from cleanpose.data.synth.textures import SurfaceColours
+
 logger = logging.getLogger(__name__)
 
 NOCS_CATEGORIES = ("bottle", "bowl", "camera", "can", "laptop", "mug")
@@ -88,6 +90,9 @@ class ShapeMesh(NamedTuple):
     """Watertight mesh, canonical NOCS frame, tight box centred at 0 with diagonal 1."""
     handle_faces: np.ndarray
     """(F,) bool, True for faces of a mug/cup handle (drives handle visibility); all False otherwise."""
+    colours: SurfaceColours | None = None
+    """Texture or vertex colours of an imported mesh (`cleanpose.data.synth.textures`); None: the renderer
+    paints the mesh with a random procedural pattern."""
 
 
 # --------------------------------------------------------------------------------------------

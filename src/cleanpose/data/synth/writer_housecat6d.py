@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh
+from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_shape
 from cleanpose.data.synth.sensor import to_millimetres
 from cleanpose.data.synth.writer_nocs import mask_bbox, normalized_extents, write_obj
 
@@ -119,6 +119,6 @@ def write_models(root: Path, library: list[Instance]) -> int:
     for instance in library:
         folder = root / MODELS_FOLDER / instance.category
         folder.mkdir(parents=True, exist_ok=True)
-        mesh = instance_mesh(instance.category, instance.unit).mesh
+        mesh = instance_shape(instance).mesh
         write_obj(folder / f"{instance.name}.obj", mesh.vertices * instance.diagonal, mesh.faces)
     return len(library)

@@ -35,7 +35,7 @@ import numpy as np
 import trimesh
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh
+from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh, instance_shape
 from cleanpose.data.synth.sensor import to_millimetres
 from cleanpose.data.synth.shapes import NOCS_CATEGORIES
 from cleanpose.fileio import atomic_write_bytes
@@ -113,7 +113,7 @@ def mask_bbox(mask: np.ndarray) -> np.ndarray:
 
 def normalized_extents(instance: Instance) -> np.ndarray:
     """(3,) float64 tight-box extents of the normalized mesh (unit diagonal)."""
-    lower, upper = instance_mesh(instance.category, instance.unit).mesh.bounds
+    lower, upper = instance_shape(instance).mesh.bounds
     return upper - lower
 
 
@@ -216,12 +216,31 @@ def write_frame(
         `FrameRecord` of the frame.
     """
     top, sub, _ = _SPLIT_FOLDERS[split]
-    folder_name = scene_folder(split, scene_index)
-    folder = root / top / sub / folder_name
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = folder / f"{frame_index:04d}"
-    is_camera = top == "camera"
+    prefix = root / top / sub / scene_folder(split, scene_index) / f"{frame_index:04d}"
+    objects, instance_map, label_depth_mm = write_image_files(root, split, prefix, scene, arrays)
 
+    entry = frame_entry(split, scene_index, frame_index)
+    labelled = False
+    if sub == "train":
+        label = frame_label(scene, arrays, objects, instance_map, label_depth_mm)
+        if label is not None:
+            encoding.write_pickle_atomic(f"{prefix}_label.pkl", label)
+            labelled = True
+    else:
+        write_test_pickles(root, split, entry, scene, arrays, objects, instance_map, detector_generator)
+    return FrameRecord(split, entry, labelled, len(objects))
+
+
+def write_image_files(root: Path, split: str, prefix: Path, scene: SceneSpec, arrays: FrameArrays):
+    """Write the raw files of a frame: ``<prefix>_{depth,mask,coord}.png``, ``_meta.txt``, ``_color.png``
+    (in that order) and, for CAMERA, ``camera_full_depths/<sub>/<FFFFF>/<IIII>_composed.png`` under `root`.
+
+    Returns:
+        (visible scene object indices in instance-id order, (H, W) uint8 instance map,
+        (H, W) millimetre depth the preprocessing reads: CAMERA objects-only, REAL sensor).
+    """
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    is_camera = split.startswith("camera")
     objects = visible_objects(arrays)
     height, width = arrays.object_index.shape
     instance_map = np.full((height, width), encoding.MASK_BACKGROUND_NOCS, dtype=np.uint8)
@@ -232,9 +251,9 @@ def write_frame(
     if is_camera:
         objects_depth_mm = to_millimetres(np.where(object_pixels, arrays.depth, 0.0))
         encoding.write_depth(f"{prefix}_depth.png", objects_depth_mm, three_channel=True)
-        composed_folder = root / "camera_full_depths" / sub / folder_name
+        composed_folder = root / "camera_full_depths" / _SPLIT_FOLDERS[split][1] / prefix.parent.name
         composed_folder.mkdir(parents=True, exist_ok=True)
-        encoding.write_depth(composed_folder / f"{frame_index:04d}_composed.png", to_millimetres(arrays.sensor_depth))
+        encoding.write_depth(composed_folder / f"{prefix.name}_composed.png", to_millimetres(arrays.sensor_depth))
         label_depth_mm = objects_depth_mm
     else:
         label_depth_mm = to_millimetres(arrays.sensor_depth)
@@ -247,17 +266,7 @@ def write_frame(
         rows.append(encoding.MetaRow(instance_id, instance.class_id, instance.name, instance.synset))
     encoding.write_meta(f"{prefix}_meta.txt", rows)
     encoding.write_color(f"{prefix}_color.png", arrays.color)
-
-    entry = frame_entry(split, scene_index, frame_index)
-    labelled = False
-    if sub == "train":
-        label = frame_label(scene, arrays, objects, instance_map, label_depth_mm)
-        if label is not None:
-            encoding.write_pickle_atomic(f"{prefix}_label.pkl", label)
-            labelled = True
-    else:
-        write_test_pickles(root, split, entry, scene, arrays, objects, instance_map, detector_generator)
-    return FrameRecord(split, entry, labelled, len(objects))
+    return objects, instance_map, label_depth_mm
 
 
 def frame_label(
@@ -414,7 +423,7 @@ def model_points(instance: Instance, seed: int) -> np.ndarray:
 
     See `surface_points`; the sampling generator is keyed by (seed, instance name).
     """
-    return surface_points(instance_mesh(instance.category, instance.unit).mesh, [seed, *instance.name.encode()])
+    return surface_points(instance_shape(instance).mesh, [seed, *instance.name.encode()])
 
 
 def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
@@ -443,10 +452,14 @@ def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
     return np.stack(priors)
 
 
-def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int) -> None:
-    """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it."""
+def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int,
+                      priors: np.ndarray | None = None) -> None:
+    """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it.
+
+    `priors` replaces `mean_shapes` (libraries of imported meshes, `user_library.mixed_mean_shapes`).
+    """
     buffer = io.BytesIO()
-    np.save(buffer, mean_shapes(libraries, seed), allow_pickle=False)
+    np.save(buffer, mean_shapes(libraries, seed) if priors is None else priors, allow_pickle=False)
     atomic_write_bytes(root / MEAN_SHAPES_FILE, buffer.getvalue())
 
 
@@ -486,24 +499,7 @@ def write_models(root: Path, split: str, library: list[Instance], seed: int, mug
     models_root = root / "obj_models"
     pickle_models = {}
     for instance in library:
-        mesh = instance_mesh(instance.category, instance.unit).mesh
-        if split.startswith("camera"):
-            folder = models_root / split.split("_")[1] / instance.synset / instance.name
-            folder.mkdir(parents=True, exist_ok=True)
-            # ShapeNet meshes are stored z-flipped relative to NOCS (SPD flips z back, §1.5);
-            # the reflection also reverses the face winding.
-            flipped = mesh.vertices * np.array([1.0, 1.0, -1.0])
-            write_obj(folder / "model.obj", flipped, mesh.faces[:, ::-1])
-            lower, upper = flipped.min(axis=0), flipped.max(axis=0)
-            encoding.write_text_atomic(folder / "bbox.txt", "".join(
-                f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in (upper, lower)))
-        else:
-            folder = models_root / f"real_{split.split('_')[1]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            vertices = mesh.vertices * instance.diagonal
-            write_obj(folder / f"{instance.name}.obj", vertices, mesh.faces)
-            extents = vertices.max(axis=0) - vertices.min(axis=0)
-            encoding.write_text_atomic(folder / f"{instance.name}.txt", " ".join(f"{v:.9f}" for v in extents) + "\n")
+        write_mesh(models_root, split, instance)
         points = model_points(instance, seed)
         if instance.category == "mug":
             points, shift, scale = mug_fix(points)
@@ -511,6 +507,32 @@ def write_models(root: Path, split: str, library: list[Instance], seed: int, mug
         pickle_models[instance.name] = points
     encoding.write_pickle_atomic(models_root / f"{split}.pkl", pickle_models)
     return len(pickle_models)
+
+
+def write_mesh(models_root: Path, split: str, instance: Instance) -> None:
+    """Write the raw mesh and size file of an instance as the NOCS ``obj_models`` download has them.
+
+    CAMERA: ``<train|val>/<synset>/<id>/model.obj`` z-flipped (as ShapeNet stores them) and ``bbox.txt``
+    (max corner, min corner); REAL: ``real_<train|test>/<name>.obj`` in metres and ``<name>.txt`` (extents).
+    """
+    mesh = instance_shape(instance).mesh
+    if split.startswith("camera"):
+        folder = models_root / split.split("_")[1] / instance.synset / instance.name
+        folder.mkdir(parents=True, exist_ok=True)
+        # ShapeNet meshes are stored z-flipped relative to NOCS (SPD flips z back, §1.5);
+        # the reflection also reverses the face winding.
+        flipped = mesh.vertices * np.array([1.0, 1.0, -1.0])
+        write_obj(folder / "model.obj", flipped, mesh.faces[:, ::-1])
+        lower, upper = flipped.min(axis=0), flipped.max(axis=0)
+        encoding.write_text_atomic(folder / "bbox.txt", "".join(
+            f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in (upper, lower)))
+    else:
+        folder = models_root / f"real_{split.split('_')[1]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        vertices = mesh.vertices * instance.diagonal
+        write_obj(folder / f"{instance.name}.obj", vertices, mesh.faces)
+        extents = vertices.max(axis=0) - vertices.min(axis=0)
+        encoding.write_text_atomic(folder / f"{instance.name}.txt", " ".join(f"{v:.9f}" for v in extents) + "\n")
 
 
 def write_lists(root: Path, records: list[FrameRecord], splits: tuple[str, ...]) -> None:
