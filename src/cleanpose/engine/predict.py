@@ -8,10 +8,10 @@ window. All objects of a frame (or of several frames, `Predictor.predict_frames`
 network in one batch. An object without a pose (empty mask, too few depth points) is returned with a
 ``reason`` instead of being dropped.
 
-Randomness: the point sampling of a frame draws from ``rng`` and the confounder-queue draw from
+Randomness: the point sampling of a frame draws from ``rng`` and its confounder-queue draw from
 ``queue_random_state``; both default to generators keyed by the predictor's seed, so the same frame
-always gives the same poses. With the generators of test image i (`generators_of_test_image`) a frame gives
-exactly the poses ``cleanpose test`` writes for it.
+always gives the same poses, alone or batched with others. With the generators of test image i
+(`generators_of_test_image`) a frame gives exactly the poses ``cleanpose test`` writes for it.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class Frame:
     boxes: np.ndarray | None = None
     scores: Sequence[float] | None = None
     rng: np.random.Generator | None = None
+    queue_random_state: np.random.RandomState | None = None
     name: str = field(default="frame")
 
 
@@ -318,21 +319,24 @@ class Predictor:
             DataFormatError: images of different sizes, depth in the wrong unit, intrinsics that do not fit
                 the image, mask/category counts that differ, a category the network does not know.
         """
-        frame = Frame(rgb, depth, intrinsics, masks, categories, depth_scale, boxes, scores, rng)
-        return self.predict_frames([frame], queue_random_state=queue_random_state)[0]
+        frame = Frame(rgb, depth, intrinsics, masks, categories, depth_scale, boxes, scores, rng,
+                      queue_random_state)
+        return self.predict_frames([frame])[0]
 
-    def predict_frames(
-        self, frames: Sequence[Frame], *, queue_random_state: np.random.RandomState | None = None
-    ) -> list[list[ObjectPose]]:
+    def predict_frames(self, frames: Sequence[Frame]) -> list[list[ObjectPose]]:
         """Poses of several frames; all their objects go through the network in one batch.
 
-        The confounder queue is drawn once per call (one draw per category, shared by the objects), so
-        with the same ``queue_random_state`` a frame gives the same poses alone and within a batch, up
-        to float rounding. Each frame's point sampling draws from its own ``Frame.rng``.
+        Each frame draws its points from its own ``rng`` and its confounder-queue entries from its own
+        ``queue_random_state`` (its objects get that draw, as `cleanpose.engine.test` does per image), so
+        a frame gives the same poses alone and within a batch, up to float rounding.
         """
         prepared = [self.prepare(frame) for frame in frames]
         samples = [sample for item in prepared for sample in item.samples]
-        outputs = self.run_network(stack_instances(samples, self.num_points, self.image_size), queue_random_state)
+        queue_idx = None
+        if self.model.config.use_front_door and samples:
+            pairs = zip(frames, prepared, strict=True)
+            queue_idx = torch.cat([self.queue_draw(frame).expand(len(item.samples), -1, -1) for frame, item in pairs])
+        outputs = self.run_network(stack_instances(samples, self.num_points, self.image_size), queue_idx)
         results, start = [], 0
         for item in prepared:
             count = len(item.samples)
@@ -384,17 +388,32 @@ class Predictor:
             prepared.add(entry, built.sample, built.num_pixels)
         return prepared
 
+    def queue_draw(self, frame: Frame) -> torch.Tensor:
+        """(C, S) int64 confounder-queue entries of a frame, drawn from its ``queue_random_state``."""
+        state = frame.queue_random_state
+        if state is None:
+            state = legacy_random_state([self.seed, 0])
+        return self.model.queue.sample_indices(self.model.config.front_door.num_queue_samples, state)
+
     @torch.no_grad()
     def run_network(
-        self, batch: dict[str, torch.Tensor], queue_random_state: np.random.RandomState | None = None
+        self, batch: dict[str, torch.Tensor], queue_idx: torch.Tensor | None = None
     ) -> dict[str, np.ndarray]:
-        """``rotation`` (B, 3, 3), ``translation`` (B, 3), ``size`` (B, 3) float64 of a stacked batch (B ≥ 0)."""
+        """``rotation`` (B, 3, 3), ``translation`` (B, 3), ``size`` (B, 3) float64 of a stacked batch (B ≥ 0).
+
+        Args:
+            batch: `stack_instances` output.
+            queue_idx: (B, C, S) queue entries per object (`queue_draw`); None draws one (C, S) set for
+                the batch from the default generator.
+        """
         if batch["pts"].shape[0] == 0:
             return {"rotation": np.zeros((0, 3, 3)), "translation": np.zeros((0, 3)), "size": np.zeros((0, 3))}
-        state = queue_random_state if queue_random_state is not None else legacy_random_state([self.seed, 0])
         inputs = {key: value.to(self.device) for key, value in batch.items()}
+        if queue_idx is None and self.model.config.use_front_door:
+            queue_idx = self.model.queue.sample_indices(
+                self.model.config.front_door.num_queue_samples, legacy_random_state([self.seed, 0]))
         with self._autocast():
-            outputs = self.model(inputs, queue_random_state=state)
+            outputs = self.model(inputs, queue_idx=queue_idx)
         return {
             "rotation": outputs["pred_rotation"].double().cpu().numpy(),
             "translation": outputs["pred_translation"].double().cpu().numpy(),
