@@ -1,4 +1,7 @@
-"""Putting samples together: the instances of one image, and the batches of several sources."""
+"""Putting samples together: the instances of one image, and the batches of several sources.
+
+Batch order of the NOCS sources: spec `data_formats.md` §3.1.
+"""
 
 from __future__ import annotations
 
