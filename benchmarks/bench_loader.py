@@ -19,7 +19,8 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cleanpose.data.datasets import FilledDepthCache, NocsTrainingDataset  # noqa: E402
+from cleanpose.data.datasets import NocsTrainingDataset  # noqa: E402
+from cleanpose.data.depth_cache import FilledDepthCache  # noqa: E402
 from tests.data.conftest import build_nocs_tree  # noqa: E402
 
 

@@ -325,8 +325,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_queue(args: argparse.Namespace) -> int:
+    from cleanpose.data.build import build_training_datasets
     from cleanpose.engine.queue_extraction import extract_queue, write_queue_file
-    from cleanpose.engine.train import build_training_datasets, resolve_device
+    from cleanpose.engine.train import resolve_device
 
     config = _load_train_config(args)
     queue = extract_queue(config, build_training_datasets(config), resolve_device(config.run.device),
@@ -400,7 +401,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_test(args: argparse.Namespace) -> int:
     from cleanpose.config import save_config
-    from cleanpose.engine.test import build_test_dataset, evaluate_and_report, predict_dataset
+    from cleanpose.data.build import build_test_dataset
+    from cleanpose.engine.test import evaluate_and_report, predict_dataset
     from cleanpose.engine.train import resolve_device
     from cleanpose.metrics import format_markdown_table
     from cleanpose.models import load_checkpoint
@@ -470,8 +472,80 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_demo)
 
 
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cleanpose.engine.predict import Predictor
+    from cleanpose.engine.predict_io import (
+        FrameFiles,
+        find_frames,
+        predict_files,
+        read_intrinsics,
+        use_segmentation_results,
+    )
+    from cleanpose.errors import UsageError
+
+    if (args.frames is None) == (args.rgb is None):
+        raise UsageError("give either --frames DIR or one frame (--rgb, --depth, --masks)")
+    if args.rgb is not None and (args.depth is None or args.masks is None):
+        raise UsageError("one frame needs --rgb, --depth and --masks")
+    if args.segmentation is not None and args.frames is None:
+        raise UsageError("--segmentation goes with --frames (one frame takes the pickle as --masks)")
+    if args.categories is not None and args.labels is not None:
+        raise UsageError("give --categories or --labels, not both")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
+                                          official_config=args.official_config, official_queue=args.official_queue)
+    intrinsics = read_intrinsics(args.intrinsics)
+    categories = args.categories.split(",") if args.categories else None
+    if args.rgb is not None:
+        name = Path(args.rgb).stem.removesuffix("_color")
+        frames = [FrameFiles(name, Path(args.rgb), Path(args.depth), Path(args.masks),
+                             Path(args.labels) if args.labels else None)]
+    else:
+        frames = find_frames(args.frames)
+        if args.segmentation:
+            use_segmentation_results(frames, args.segmentation)
+        if args.labels:
+            for files in frames:
+                files.labels = Path(args.labels)
+    summary = predict_files(predictor, frames, intrinsics, args.out, checkpoint=str(args.checkpoint),
+                            categories=categories, depth_scale=args.depth_scale, single=args.rgb is not None,
+                            quiet=args.quiet)
+    print(f"{summary['objects'].get('ok', 0)} objects posed, {summary['objects'].get('skipped', 0)} skipped "
+          f"{summary['skipped']} in {len(frames)} frame(s); outputs in {args.out}")
+    return 0
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="poses of the objects in your own RGB-D frames (JSON + overlay pictures)",
+        description="One frame (--rgb --depth --masks) writes OUT/poses.json and OUT/overlay.png; --frames DIR "
+        "(rgb/ depth/ masks/ subfolders or NOCS *_color.png naming) writes one JSON and overlay per frame and "
+        "OUT/summary.json. --masks is an instance-id PNG (0 and 255 background) or the reference's "
+        "segmentation-result pickle of the frame.",
+    )  # fmt: skip
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="cleanpose or official checkpoint")
+    parser.add_argument("--rgb", metavar="PNG", help="colour image")
+    parser.add_argument("--depth", metavar="PNG", help="depth image (uint16, see --depth-scale)")
+    parser.add_argument("--masks", metavar="PNG|PKL", help="instance-id mask PNG or segmentation-result pickle")
+    parser.add_argument("--frames", metavar="DIR", help="a folder of frames instead of --rgb/--depth/--masks")
+    parser.add_argument("--segmentation", metavar="DIR",
+                        help="with --frames: masks from the reference's results_*_<frame>.pkl files in DIR")
+    parser.add_argument("--intrinsics", required=True, metavar="K",
+                        help="fx,fy,cx,cy | K.json | K.txt (4 or 9 numbers) | nocs-real | nocs-camera")
+    parser.add_argument("--categories", metavar="A,B,...", help="category per mask id, in ascending id order")
+    parser.add_argument("--labels", metavar="FILE", help="{id: category} JSON, or a NOCS _meta.txt")
+    parser.add_argument("--depth-scale", type=float, default=1000.0, help="depth units per metre (default 1000: mm)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--official-config", metavar="REF.yaml", help="reference config of an official checkpoint")
+    parser.add_argument("--official-queue", metavar="QUEUE.pkl", help="reference queue of an official checkpoint")
+    parser.set_defaults(handler=_run_predict)
+
+
 # Subcommands in help order; each adds its parser and sets `handler`. Keep this list last.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo, _add_synth, _add_data, _add_teacher, _add_queue, _add_train, _add_test, _add_evaluate, _add_compare,
-    _add_results, _add_visualize, _add_convert_checkpoint,
+    _add_demo, _add_synth, _add_data, _add_teacher, _add_queue, _add_train, _add_test, _add_predict, _add_evaluate,
+    _add_compare, _add_results, _add_visualize, _add_convert_checkpoint,
 ]

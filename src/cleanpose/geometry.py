@@ -450,7 +450,9 @@ def _check_intrinsics(intrinsics) -> np.ndarray:
     return intrinsics
 
 
-def backproject(depth_m: np.ndarray, intrinsics: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def backproject(
+    depth_m: np.ndarray, intrinsics: np.ndarray, mask: np.ndarray, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Lift the masked pixels with valid depth to 3-D camera points.
 
     ``x = (u − cx)·z/fx``, ``y = (v − cy)·z/fy``, ``z = depth`` with ``u`` = column, ``v`` = row;
@@ -460,6 +462,7 @@ def backproject(depth_m: np.ndarray, intrinsics: np.ndarray, mask: np.ndarray) -
         depth_m: (H, W) float, metres; 0 (or less) marks missing depth.
         intrinsics: (3, 3) float, pixels, OpenCV convention.
         mask: (H, W) bool, True on the object.
+        origin: image (row, column) of ``depth_m[0, 0]`` when the arrays are a crop of the image.
     Returns:
         (M, 3) float32, metres, camera frame; M = mask pixels with depth > 0, in row-major order.
     """
@@ -470,6 +473,7 @@ def backproject(depth_m: np.ndarray, intrinsics: np.ndarray, mask: np.ndarray) -
     intrinsics = _check_intrinsics(intrinsics)
     rows, cols = np.nonzero(mask & (depth_m > 0))
     depth = depth_m[rows, cols].astype(np.float64)
+    rows, cols = rows + origin[0], cols + origin[1]
     x = (cols - intrinsics[0, 2]) * depth / intrinsics[0, 0]
     y = (rows - intrinsics[1, 2]) * depth / intrinsics[1, 1]
     return np.stack((x, y, depth), axis=1).astype(np.float32)

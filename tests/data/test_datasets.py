@@ -9,16 +9,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from cleanpose.data import datasets
+from cleanpose.data.collate import concat_batches, mixed_batches
 from cleanpose.data.datasets import (
-    FilledDepthCache,
     HouseCat6DTestDataset,
     HouseCat6DTrainingDataset,
     NocsTestDataset,
     NocsTrainingDataset,
-    concat_batches,
-    mixed_batches,
-    sample_generators,
 )
+from cleanpose.data.depth_cache import FilledDepthCache
 from cleanpose.data.depth_completion import fill_missing
 from cleanpose.data.formats.encoding import (
     read_depth,
@@ -30,6 +28,7 @@ from cleanpose.data.formats.encoding import (
     write_text_atomic,
 )
 from cleanpose.data.formats.nocs import CAMERA_INTRINSICS, REAL_INTRINSICS
+from cleanpose.data.rng import STREAMS, sample_generators
 from cleanpose.data.sample import crop_window
 from cleanpose.errors import DataFormatError
 from tests.data.conftest import HOUSECAT_INTRINSICS
@@ -115,7 +114,7 @@ def test_training_sample_keyed_by_seed_epoch_index(nocs_tree):
     assert torch.equal(dataset[4]["rgb"], keyed["rgb"])
     assert not torch.equal(dataset[4]["pts"], first["pts"])
     # The numpy and torch generators are the documented ones.
-    numpy_generator, torch_generator = sample_generators(3, 2, 4, datasets.STREAMS["real"])
+    numpy_generator, torch_generator = sample_generators(3, 2, 4, STREAMS["real"])
     assert numpy_generator.random() == np.random.Generator(np.random.PCG64([3, 2, 4, 1])).random()
     assert isinstance(torch_generator, torch.Generator)
 
@@ -165,7 +164,7 @@ def test_missing_composed_depth_is_counted_and_redrawn(nocs_tree, caplog):
     missing = nocs_tree.root / "camera_full_depths/train/00000/0000_composed.png"
     missing.unlink()
     dataset = NocsTrainingDataset(nocs_tree.root, "camera")
-    with caplog.at_level(logging.WARNING, logger="cleanpose.data.datasets"):
+    with caplog.at_level(logging.WARNING, logger="cleanpose.data.skips"):
         for index in range(4):
             dataset[(index, 0)]  # frame 0 each time: always a skip, then a redraw
     assert dataset.skips.counts()["missing_depth"] >= 4

@@ -206,3 +206,81 @@ def test_outlier_mask_matches_brute_force():
     result = outlier_mask(coordinates, model, 0.1)
     np.testing.assert_array_equal(result, distances < 0.1)
     assert 0 < result.sum() < len(result)  # both inliers and outliers present
+
+
+# ---------------------------------------------------------------------------------------------
+# build_instance: the chain shared by every dataset and by predict
+
+
+def _flat_frame(count_pixels, height=60, width=80, depth_mm=800.0):
+    """A frame with `count_pixels` object pixels in row 30 from column 20, constant depth, one hole."""
+    depth = np.full((height, width), depth_mm, np.float32)
+    depth[30, 20] = 0.0  # a hole inside the mask: never sampled
+    mask = np.zeros((height, width), bool)
+    mask[30, 20 : 21 + count_pixels] = True  # one more pixel than counted: the hole
+    rgb = np.arange(height * width * 3, dtype=np.int64).reshape(height, width, 3).astype(np.uint8)
+    return depth, mask, rgb
+
+
+def test_build_instance_points_against_float64_pinhole():
+    from cleanpose.data.sample import build_instance
+
+    depth, mask, rgb = _flat_frame(20)
+    intrinsics = np.array([[500.0, 0, 40.0], [0, 510.0, 29.5], [0, 0, 1]])
+    built = build_instance(depth, intrinsics, mask, [30, 20, 31, 41], rgb, 4, num_points=10, image_size=16,
+                           rng=np.random.default_rng(1), min_window_points=16)
+    assert built.num_pixels == 20 and built.window == crop_window([30, 20, 31, 41], 60, 80)
+    sample = built.sample
+    assert sample["category_label"].tolist() == [4] and sample["pts"].dtype == torch.float32
+    # 10 of the 20 valid pixels (columns 21..40 of row 30) without replacement: every point lies on the
+    # ray of one of them at z = 0.8 m (float64 pinhole by hand).
+    cols = (sample["pts"][:, 0].double().numpy() * 500.0 / 0.8) + 40.0
+    rows = (sample["pts"][:, 1].double().numpy() * 510.0 / 0.8) + 29.5
+    np.testing.assert_allclose(sample["pts"][:, 2].numpy(), 0.8, rtol=1e-7)
+    np.testing.assert_allclose(rows, 30.0, atol=1e-4)
+    assert len(set(np.round(cols).astype(int))) == 10 and set(np.round(cols).astype(int)) <= set(range(21, 41))
+    # choose points back at the same pixels in the resized crop.
+    window = built.window
+    ratio = 16 / window.size
+    expected = np.floor((30 - window.rmin) * ratio) * 16 + np.floor((np.round(cols) - window.cmin) * ratio)
+    np.testing.assert_array_equal(sample["choose"].numpy(), expected.astype(np.int64))
+
+
+@pytest.mark.parametrize(
+    "count, rules, reason",
+    [
+        (0, {}, "empty_instance"),
+        (16, {"min_window_points": 16}, "few_points"),
+        (16, {"min_image_points": 16}, "few_points"),
+        (17, {"min_window_points": 16}, None),
+        (17, {"min_image_points": 16}, None),
+    ],
+)
+def test_build_instance_skip_rules(count, rules, reason):
+    from cleanpose.data.sample import InstanceSkipped, build_instance
+
+    depth, mask, rgb = _flat_frame(count)
+    calls = []
+
+    def read_rgb():
+        calls.append(1)
+        return rgb
+
+    arguments = dict(num_points=8, image_size=8, rng=np.random.default_rng(0), **rules)
+    if reason is None:
+        assert build_instance(depth, np.eye(3), mask, [30, 20, 31, 38], read_rgb, 0, **arguments).num_pixels == count
+        assert calls == [1]
+        return
+    with pytest.raises(InstanceSkipped) as caught:
+        build_instance(depth, np.eye(3), mask, [30, 20, 31, 38], read_rgb, 0, **arguments)
+    assert caught.value.reason == reason and calls == []  # the colour image is never read for a skip
+
+
+def test_build_instance_window_rule_ignores_pixels_outside_the_window():
+    from cleanpose.data.sample import InstanceSkipped, build_instance
+
+    depth, mask, rgb = _flat_frame(30, height=120)
+    # A box far below the pixels (row 30): its 40 x 40 window covers rows [80, 120).
+    arguments = dict(num_points=8, image_size=8, rng=np.random.default_rng(0))
+    with pytest.raises(InstanceSkipped, match="empty_instance"):
+        build_instance(depth, np.eye(3), mask, [100, 70, 110, 80], rgb, 0, min_image_points=16, **arguments)

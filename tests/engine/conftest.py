@@ -43,32 +43,37 @@ def synth_root(tmp_path_factory):
     return root
 
 
+def write_train_config(synth_root, folder, name="train.yaml", **sections):
+    """Write a tiny training config (and its random queue) into `folder`; return its path.
+
+    ``sections`` are merged into the defaults below.
+    """
+    config = {
+        "model": TINY_MODEL,
+        "data": {"root": str(synth_root), "batch_sizes": [3, 1], "images_per_epoch": [12, 4], "image_size": 28,
+                 "num_points": 48, "workers": 0},  # fmt: skip
+        "optim": {"base_lr": 1e-3, "max_lr": 5e-3, "step_size": 4},
+        "run": {"out_dir": str(folder / "run"), "seed": 5, "epochs": 2, "iterations_per_epoch": 3,
+                "checkpoint_every": 1, "log_every": 1, "device": "cpu",
+                "initial_queue": str(folder / "queue.pt")},  # fmt: skip
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    path = folder / name
+    path.write_text(yaml.safe_dump(config))
+    parsed = load_config(path, TrainConfig)
+    features = parsed.model.front_door
+    queue_shape = (parsed.model.num_categories, features.queue_length, features.model_dim)
+    generator = torch.Generator().manual_seed(0)
+    write_queue_file(parsed.run.initial_queue, torch.randn(queue_shape, generator=generator), "test")
+    return path
+
+
 @pytest.fixture
 def train_config_file(synth_root, tmp_path):
-    """Write a tiny training config (and its random queue) and return a function giving its path.
-
-    ``make(**sections)`` merges the given sections into the defaults below.
-    """
+    """A function ``make(name="train.yaml", **sections)`` writing a tiny config (`write_train_config`) in tmp_path."""
 
     def make(name="train.yaml", **sections):
-        config = {
-            "model": TINY_MODEL,
-            "data": {"root": str(synth_root), "batch_sizes": [3, 1], "images_per_epoch": [12, 4], "image_size": 28,
-                     "num_points": 48, "workers": 0},  # fmt: skip
-            "optim": {"base_lr": 1e-3, "max_lr": 5e-3, "step_size": 4},
-            "run": {"out_dir": str(tmp_path / "run"), "seed": 5, "epochs": 2, "iterations_per_epoch": 3,
-                    "checkpoint_every": 1, "log_every": 1, "device": "cpu",
-                    "initial_queue": str(tmp_path / "queue.pt")},  # fmt: skip
-        }
-        for section, values in sections.items():
-            config[section] = {**config.get(section, {}), **values}
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(config))
-        parsed = load_config(path, TrainConfig)
-        features = parsed.model.front_door
-        queue_shape = (parsed.model.num_categories, features.queue_length, features.model_dim)
-        generator = torch.Generator().manual_seed(0)
-        write_queue_file(parsed.run.initial_queue, torch.randn(queue_shape, generator=generator), "test")
-        return path
+        return write_train_config(synth_root, tmp_path, name, **sections)
 
     return make

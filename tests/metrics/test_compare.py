@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cleanpose.errors import UsageError
+from cleanpose.errors import ConfigError
 from cleanpose.metrics import (compare_runs, evaluate_results, metrics_to_json, save_results_npz, write_comparison,
                                write_report)
 from cleanpose.metrics.compare import COLUMNS, ground_truth_digest
@@ -118,14 +118,14 @@ def test_refused_inputs(tmp_path):
     with_gt = next(index for index, result in enumerate(BASE) if len(result["gt_class_ids"]))
     subset = BASE[:with_gt] + BASE[with_gt + 1:]
     fewer = _run(tmp_path / "fewer", subset)
-    with pytest.raises(UsageError, match="different image sets"):
+    with pytest.raises(ConfigError, match="different image sets"):
         compare_runs([full, fewer])
     metrics_only = _run(tmp_path / "json_only", subset, archive=False)
-    with pytest.raises(UsageError, match=r"different image sets"):  # caught by the gt counts of metrics.json
+    with pytest.raises(ConfigError, match=r"different image sets"):  # caught by the gt counts of metrics.json
         compare_runs([full, metrics_only / "metrics.json"])
-    with pytest.raises(UsageError, match="needs each run's results.npz"):
+    with pytest.raises(ConfigError, match="needs each run's results.npz"):
         compare_runs([full, metrics_only], bootstrap=3)
-    with pytest.raises(UsageError, match="neither a test folder"):
+    with pytest.raises(ConfigError, match="neither a test folder"):
         compare_runs([tmp_path / "nowhere"])
     assert ground_truth_digest(BASE) != ground_truth_digest(BASE[::-1])
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from cleanpose.errors import DataFormatError, UsageError
+from cleanpose.errors import ConfigError, DataFormatError
 from cleanpose.metrics import convert_results, evaluate_results, load_results, load_results_npz, save_results_npz
 from tests.metrics.result_builders import build_result_set
 
@@ -87,7 +87,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(DataFormatError, match="broken.npz: cannot read"):
         load_results_npz(tmp_path / "broken.npz")
     save_results_npz([{"gt_class_ids": np.ones(1)}], tmp_path / "ok.npz", names=["/abs.pkl"])
-    with pytest.raises(UsageError, match="not a relative .pkl path"):
+    with pytest.raises(ConfigError, match="not a relative .pkl path"):
         convert_results(tmp_path / "ok.npz", tmp_path / "folder")
-    with pytest.raises(UsageError, match="archive already"):
+    with pytest.raises(ConfigError, match="archive already"):
         convert_results(tmp_path / "ok.npz", tmp_path / "again.npz")

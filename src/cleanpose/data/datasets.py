@@ -1,17 +1,16 @@
-"""Thin Dataset classes: a format reader plus the shared sample pipeline (`cleanpose.data.sample`).
+"""Thin Dataset classes: a format reader plus the shared sample builder (`cleanpose.data.sample`).
 
 Spec `data_formats.md` §3 (NOCS training), §4 (NOCS test), §5 (HouseCat6D), §7 (pitfalls).
 
-Randomness: sample ``index`` of epoch ``epoch`` draws only from
-``numpy.random.Generator(PCG64([seed, epoch, index, stream]))`` and a `torch.Generator` seeded from
-the same key (`sample_generators`), never from worker or rank, so a sample is reproducible on any
-number of workers and ranks. ``stream`` separates datasets sharing a seed (CAMERA, REAL, HouseCat6D,
-test sets). Test samples use epoch 0.
+Randomness: sample ``index`` of epoch ``epoch`` draws only from the generators keyed by
+``(seed, epoch, index, stream)`` (`cleanpose.data.rng.sample_generators`), never from worker or
+rank, so a sample is reproducible on any number of workers and ranks. ``stream`` separates datasets
+sharing a seed (CAMERA, REAL, HouseCat6D, test sets). Test samples use epoch 0.
 
 Skips: where the reference silently redraws another image (missing CAMERA composed depth, unreadable
 colour image, no usable pixel for the drawn instance) we redraw too, but count the event in a
-`SkipCounter` shared with the loader workers and log a warning naming the file (once per file and
-process). Everything else that is wrong with a file raises `DataFormatError` naming it.
+`SkipCounter` shared with the loader workers (`cleanpose.data.skips`). Everything else that is wrong
+with a file raises `DataFormatError` naming it.
 
 Loaders: training datasets return one sample dict per index (collate with the default collate).
 Test datasets return one *image* per index with a leading instance dimension K (possibly 0); use
@@ -20,10 +19,6 @@ Test datasets return one *image* per index with a leading instance dimension K (
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import logging
-import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,157 +27,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cleanpose.data.augment import as_random_source, color_jitter, point_noise, rgb_add_noise
-from cleanpose.data.depth_completion import fill_missing
+from cleanpose.data.augment import as_random_source
+from cleanpose.data.collate import stack_instances
+from cleanpose.data.depth_cache import FilledDepthCache
 from cleanpose.data.formats import housecat6d, nocs, segmentation
-from cleanpose.data.formats.encoding import read_color, read_depth, read_mask, read_meta
-from cleanpose.data.sample import (
-    MIN_TEST_POINTS,
-    CropWindow,
-    backproject_choice,
-    canonicalize_rotation,
-    crop_resize,
-    crop_window,
-    normalize_rgb,
-    object_coordinates,
-    outlier_mask,
-    remap_choose,
-    sample_indices,
-    window_indices,
-)
+from cleanpose.data.formats.encoding import read_color, read_mask, read_meta
+from cleanpose.data.rng import RESAMPLE_KEY, STREAMS, numpy_generator, sample_generators
+from cleanpose.data.sample import MIN_TEST_POINTS, InstanceSkipped, PoseLabel, build_instance, mask_box
+from cleanpose.data.skips import SkipCounter
 from cleanpose.errors import DataFormatError
-from cleanpose.fileio import atomic_writer
-
-logger = logging.getLogger(__name__)
-
-STREAMS = {"camera": 0, "real": 1, "housecat6d": 2, "test_camera": 3, "test_real": 4, "test_housecat6d": 5}
-"""Stream id per dataset, the last element of every per-sample seed key."""
 
 MAX_REDRAWS = 1000
 """Redraws of one training sample before giving up (the reference would loop forever)."""
-
-_RESET_KEY = 2**32 - 1
-"""Marks the per-epoch frame resampling draw, so its key never equals a sample's key."""
-
-SKIP_REASONS = ("missing_depth", "unreadable_color", "empty_instance", "few_points", "no_detection")
-"""Kinds of counted skips: missing CAMERA composed depth (redraw / empty test result), unreadable
-colour image (redraw), drawn or detected instance without usable pixels (redraw / instance
-dropped), test detection with at most 16 usable pixels (dropped, the reference rule), test image
-without any kept detection (result with zero predictions)."""
-
-
-def sample_generators(seed: int, epoch: int, index: int, stream: int) -> tuple[np.random.Generator, torch.Generator]:
-    """The NumPy and torch generators of one sample.
-
-    Args:
-        seed: run seed (≥ 0).
-        epoch: epoch number (≥ 0); 0 for test sets.
-        index: global sample index within the epoch (≥ 0).
-        stream: dataset stream id (`STREAMS`).
-
-    Returns:
-        ``(Generator(PCG64([seed, epoch, index, stream])), torch.Generator)`` where the torch generator
-        is seeded with a 63-bit value derived from the same key.
-    """
-    key = [int(seed), int(epoch), int(index), int(stream)]
-    numpy_generator = np.random.Generator(np.random.PCG64(key))
-    torch_seed = int(np.random.SeedSequence(key + [1]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-    return numpy_generator, torch.Generator().manual_seed(torch_seed)
-
-
-class SkipCounter:
-    """Per-reason skip counts shared between the main process and DataLoader workers.
-
-    Backed by a `multiprocessing.Array`, so increments made in worker processes are visible to the
-    trainer (pass the dataset to the loader; workers inherit the array). Call `reset` at epoch start
-    and `counts` at epoch end.
-    """
-
-    def __init__(self) -> None:
-        self._values = multiprocessing.Array("q", len(SKIP_REASONS))
-        self._logged: set[str] = set()
-
-    def add(self, reason: str, path: str | os.PathLike, detail: str = "") -> None:
-        """Count one skip and log it (once per file and process)."""
-        position = SKIP_REASONS.index(reason)
-        with self._values.get_lock():
-            self._values[position] += 1
-        key = f"{reason}:{path}"
-        if key not in self._logged:
-            self._logged.add(key)
-            logger.warning("skipped (%s): %s%s", reason, path, f" ({detail})" if detail else "")
-
-    def counts(self) -> dict[str, int]:
-        """Skips per reason since the last `reset`."""
-        with self._values.get_lock():
-            return dict(zip(SKIP_REASONS, self._values[:], strict=True))
-
-    def reset(self) -> None:
-        with self._values.get_lock():
-            for position in range(len(SKIP_REASONS)):
-                self._values[position] = 0
-
-    def __getstate__(self):
-        return {"_values": self._values, "_logged": set()}
-
-
-class FilledDepthCache:
-    """`fill_missing` output per depth file, cached in memory (LRU) and optionally on disk.
-
-    The filled depth is a deterministic function of the file, so it is cached under a key made of
-    the resolved path, its modification time (ns) and size: an edited file is filled again. Disk
-    entries are float32 ``.npy`` files (1.2 MB for a 640 × 480 frame) written atomically.
-
-    Args:
-        cache_dir: folder for ``.npy`` entries; None for no disk cache.
-        max_items: in-memory LRU capacity per process (0 disables it).
-    """
-
-    def __init__(self, cache_dir: str | os.PathLike | None = None, max_items: int = 0) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        if self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.max_items = max_items
-        self._memory: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
-
-    def _key(self, path: Path) -> str:
-        try:
-            status = path.stat()
-        except FileNotFoundError:
-            raise DataFormatError(f"{path}: depth file not found") from None
-        text = f"{path.resolve()}|{status.st_mtime_ns}|{status.st_size}"
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-    def filled_depth(self, path: str | os.PathLike) -> np.ndarray:
-        """(H, W) float32 millimetres: `fill_missing` of the decoded depth file.
-
-        Raises:
-            DataFormatError: the file is missing, unreadable or not a depth image.
-        """
-        path = Path(path)
-        if self.cache_dir is None and self.max_items == 0:
-            return fill_missing(read_depth(path))
-        key = self._key(path)
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            return self._memory[key]
-        filled = None
-        disk_path = self.cache_dir / f"{key}.npy" if self.cache_dir is not None else None
-        if disk_path is not None and disk_path.exists():
-            try:
-                filled = np.load(disk_path)
-            except (OSError, ValueError) as error:
-                logger.warning("%s: unreadable depth cache entry for %s, refilling (%s)", disk_path, path, error)
-        if filled is None:
-            filled = fill_missing(read_depth(path))
-            if disk_path is not None:
-                with atomic_writer(disk_path) as handle:
-                    np.save(handle, filled)
-        if self.max_items > 0:
-            self._memory[key] = filled
-            while len(self._memory) > self.max_items:
-                self._memory.popitem(last=False)
-        return filled
 
 
 def _check_same_size(shapes: dict[str, tuple[int, ...]]) -> None:
@@ -192,37 +48,18 @@ def _check_same_size(shapes: dict[str, tuple[int, ...]]) -> None:
         raise DataFormatError(f"frame images differ in size (rows x cols): {listing}")
 
 
-def _training_targets(
-    points: np.ndarray,
-    rotation: np.ndarray,
-    translation: np.ndarray,
-    size: np.ndarray,
-    symmetric: bool,
-    model: np.ndarray | None,
-    outlier_threshold: float,
-) -> dict[str, torch.Tensor]:
-    rotation = canonicalize_rotation(rotation, symmetric)
-    targets = {
-        "translation_label": torch.from_numpy(np.asarray(translation, dtype=np.float32)),
-        "rotation_label": torch.from_numpy(rotation.astype(np.float32)),
-        "size_label": torch.from_numpy(np.asarray(size, dtype=np.float32)),
-    }
-    if model is not None:
-        coordinates = object_coordinates(points, rotation, translation, size)
-        targets["model"] = torch.from_numpy(model.copy())
-        targets["qo"] = torch.from_numpy(coordinates.astype(np.float32))
-        targets["pc_mask"] = torch.from_numpy(outlier_mask(coordinates, model, outlier_threshold).astype(np.float32))
-    return targets
+def _color_reader(path: Path, mask_path: Path, mask_shape: tuple[int, ...]):
+    """A function reading a training colour image: unreadable → `InstanceSkipped`, other size → error."""
 
+    def read() -> np.ndarray:
+        try:
+            rgb = read_color(path)
+        except DataFormatError as error:
+            raise InstanceSkipped("unreadable_color", str(error)) from error
+        _check_same_size({path: rgb.shape, mask_path: mask_shape})
+        return rgb
 
-def _image_inputs(
-    rgb: np.ndarray, window: CropWindow, choose: np.ndarray, image_size: int, rng=None, generator=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop/resize, (training only) colour augmentation, normalization, and the choose remap."""
-    crop = crop_resize(rgb, window, image_size)
-    if generator is not None:
-        crop = rgb_add_noise(color_jitter(crop, generator), rng)
-    return normalize_rgb(crop), torch.from_numpy(remap_choose(choose, window, image_size))
+    return read
 
 
 class _TrainingBase(Dataset):
@@ -327,7 +164,7 @@ class NocsTrainingDataset(_TrainingBase):
             if self.num_images_per_epoch == -1:
                 indices = np.arange(len(self.frames))
             else:
-                rng = np.random.Generator(np.random.PCG64([self.seed, epoch, _RESET_KEY, self.stream]))
+                rng = numpy_generator([self.seed, epoch, RESAMPLE_KEY, self.stream])
                 count = len(self.frames)
                 indices = rng.choice(count, self.num_images_per_epoch, replace=count <= self.num_images_per_epoch)
             self._frame_indices = {epoch: np.asarray(indices, dtype=np.int64)}
@@ -337,6 +174,23 @@ class NocsTrainingDataset(_TrainingBase):
         """Select the frames of `epoch` (call before creating the epoch's loader iterator)."""
         self.epoch = int(epoch)
         self.frame_indices(self.epoch)
+
+    def _label(self, label: nocs.NocsLabel, instance: int, label_file: Path) -> PoseLabel:
+        """The instance's ground truth (mug relabel applied when enabled)."""
+        model_name = label.model_names[instance]
+        if model_name not in self.models:
+            raise DataFormatError(
+                f"{label_file}: model {model_name!r} is not in {self.root / nocs.MODEL_FILES[self.source]}"
+            )
+        translation, scale = label.translations[instance], label.scales[instance]
+        if self.mug_meta is not None and label.class_ids[instance] == nocs.MUG_CLASS_ID:
+            if model_name not in self.mug_meta:
+                raise DataFormatError(f"{label_file}: mug model {model_name!r} is not in {nocs.MUG_META_FILE}")
+            translation, scale = nocs.relabel_mug(label.rotations[instance], translation, scale,
+                                                  *self.mug_meta[model_name])
+        symmetric = int(label.class_ids[instance]) - 1 in nocs.SYMMETRIC_CATEGORY_IDS
+        return PoseLabel(label.rotations[instance], translation, scale * label.sizes[instance], symmetric,
+                         self.models[model_name], self.outlier_threshold)
 
     def _try_build(self, index, rng, generator, epoch):
         prefix = self.frames[self.frame_indices(epoch)[index]]
@@ -350,59 +204,20 @@ class NocsTrainingDataset(_TrainingBase):
         mask_file = nocs.frame_path(self.root, prefix, "_mask.png")
         mask = read_mask(mask_file)
         _check_same_size({depth_file: depth.shape, mask_file: mask.shape})
-        height, width = mask.shape
 
         instance = int(rng.integers(0, len(label)))
-        category = int(label.class_ids[instance]) - 1
-        window = crop_window(label.bboxes[instance], height, width)
-        object_mask = (mask == label.instance_ids[instance]) & (depth > 0)
-        candidates = window_indices(object_mask, window)
-        if len(candidates) == 0:
-            self.skips.add("empty_instance", label_file, f"instance {label.instance_ids[instance]}")
-            return None
-        choice = sample_indices(len(candidates), self.num_points, rng)
-        points = backproject_choice(depth, self.intrinsics, object_mask, window, choice)
-        points = points + point_noise(self.num_points, rng)
-
         color_file = nocs.frame_path(self.root, prefix, "_color.png")
         try:
-            rgb = read_color(color_file)
-        except DataFormatError as error:
-            self.skips.add("unreadable_color", color_file, str(error))
+            return build_instance(
+                depth, self.intrinsics, mask == label.instance_ids[instance], label.bboxes[instance],
+                _color_reader(color_file, mask_file, mask.shape), int(label.class_ids[instance]) - 1,
+                num_points=self.num_points, image_size=self.image_size, rng=rng, augment=generator,
+                label=self._label(label, instance, label_file),
+            ).sample
+        except InstanceSkipped as skip:
+            source = color_file if skip.reason == "unreadable_color" else label_file
+            self.skips.add(skip.reason, source, f"instance {label.instance_ids[instance]}: {skip.detail}")
             return None
-        _check_same_size({color_file: rgb.shape, mask_file: mask.shape})
-        rgb_tensor, choose = _image_inputs(rgb, window, candidates[choice], self.image_size, rng, generator)
-
-        model_name = label.model_names[instance]
-        if model_name not in self.models:
-            raise DataFormatError(
-                f"{label_file}: model {model_name!r} is not in {self.root / nocs.MODEL_FILES[self.source]}"
-            )
-        translation, scale = label.translations[instance], label.scales[instance]
-        if self.mug_meta is not None and label.class_ids[instance] == nocs.MUG_CLASS_ID:
-            if model_name not in self.mug_meta:
-                raise DataFormatError(f"{label_file}: mug model {model_name!r} is not in {nocs.MUG_META_FILE}")
-            translation, scale = nocs.relabel_mug(label.rotations[instance], translation, scale,
-                                                  *self.mug_meta[model_name])
-        size = scale * label.sizes[instance]
-        sample = {
-            "pts": torch.from_numpy(points.astype(np.float32)),
-            "rgb": rgb_tensor,
-            "choose": choose,
-            "category_label": torch.tensor([category], dtype=torch.int64),
-        }
-        sample.update(
-            _training_targets(
-                points,
-                label.rotations[instance],
-                translation,
-                size,
-                category in nocs.SYMMETRIC_CATEGORY_IDS,
-                self.models[model_name],
-                self.outlier_threshold,
-            )
-        )
-        return sample
 
 
 class HouseCat6DTrainingDataset(_TrainingBase):
@@ -462,83 +277,30 @@ class HouseCat6DTrainingDataset(_TrainingBase):
         label = housecat6d.read_label(frame.label_path)
         mask = read_mask(frame.instance_path)
         _check_same_size({frame.depth_path: depth.shape, frame.instance_path: mask.shape})
-        height, width = mask.shape
+        read_rgb = _color_reader(frame.color_path, frame.instance_path, mask.shape)
 
         instance = int(rng.integers(0, len(label)))
         remaining = None
         while True:
-            window = crop_window(label.bboxes[instance], height, width)
-            object_mask = (mask == label.instance_ids[instance]) & (depth > 0)
-            candidates = window_indices(object_mask, window)
-            if len(candidates) > 0:
-                break
-            self.skips.add("empty_instance", frame.label_path, f"instance {label.instance_ids[instance]}")
+            category = int(label.class_ids[instance]) - 1
+            pose = PoseLabel(label.rotations[instance], label.translations[instance], label.sizes[instance],
+                             category in housecat6d.SYMMETRIC_CATEGORY_IDS)
+            try:
+                return build_instance(
+                    depth, intrinsics, mask == label.instance_ids[instance], label.bboxes[instance], read_rgb,
+                    category, num_points=self.num_points, image_size=self.image_size, rng=rng, augment=generator,
+                    label=pose,
+                ).sample
+            except InstanceSkipped as skip:
+                if skip.reason == "unreadable_color":
+                    self.skips.add(skip.reason, frame.color_path, skip.detail)
+                    return None
+                self.skips.add(skip.reason, frame.label_path, f"instance {label.instance_ids[instance]}: {skip.detail}")
             if remaining is None:
                 remaining = [int(i) for i in rng.permutation(len(label)) if i != instance]
             if not remaining:
                 return None
             instance = remaining.pop(0)
-        category = int(label.class_ids[instance]) - 1
-        choice = sample_indices(len(candidates), self.num_points, rng)
-        points = backproject_choice(depth, intrinsics, object_mask, window, choice)
-        points = points + point_noise(self.num_points, rng)
-
-        try:
-            rgb = read_color(frame.color_path)
-        except DataFormatError as error:
-            self.skips.add("unreadable_color", frame.color_path, str(error))
-            return None
-        _check_same_size({frame.color_path: rgb.shape, frame.instance_path: mask.shape})
-        rgb_tensor, choose = _image_inputs(rgb, window, candidates[choice], self.image_size, rng, generator)
-        sample = {
-            "pts": torch.from_numpy(points.astype(np.float32)),
-            "rgb": rgb_tensor,
-            "choose": choose,
-            "category_label": torch.tensor([category], dtype=torch.int64),
-        }
-        sample.update(
-            _training_targets(
-                points,
-                label.rotations[instance],
-                label.translations[instance],
-                label.sizes[instance],
-                category in housecat6d.SYMMETRIC_CATEGORY_IDS,
-                None,
-                0.0,
-            )
-        )
-        return sample
-
-
-def mixed_batches(*loaders):
-    """Zip loaders and yield their batches concatenated (CAMERA loader first, then REAL: §3.1).
-
-    Stops with the shortest loader, like the reference's ``zip``.
-    """
-    for batches in zip(*loaders, strict=False):  # the shortest loader ends the epoch
-        yield concat_batches(batches)
-
-
-def concat_batches(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate collated batches along dim 0, in the given order (CAMERA 30 then REAL 10, §3.1).
-
-    Raises:
-        ValueError: the batches do not have the same keys.
-    """
-    keys = list(batches[0])
-    for batch in batches[1:]:
-        if list(batch) != keys:
-            raise ValueError(f"batches have different keys: {keys} vs {list(batch)}")
-    return {key: torch.cat([batch[key] for batch in batches], dim=0) for key in keys}
-
-
-def _empty_test_inputs(num_points: int, image_size: int) -> dict[str, torch.Tensor]:
-    return {
-        "pts": torch.zeros((0, num_points, 3), dtype=torch.float32),
-        "rgb": torch.zeros((0, 3, image_size, image_size), dtype=torch.float32),
-        "choose": torch.zeros((0, num_points), dtype=torch.int64),
-        "category_label": torch.zeros((0,), dtype=torch.int64),
-    }
 
 
 def _test_instances(
@@ -560,33 +322,20 @@ def _test_instances(
     (HouseCat6D, `whole_image_count`; its instances with an empty window are then dropped and
     counted, pitfall P14).
     """
-    height, width = depth.shape
-    inputs = {key: [] for key in ("pts", "rgb", "choose", "category_label")}
+    rules = dict(min_window_points=0, min_image_points=MIN_TEST_POINTS) if whole_image_count else dict(
+        min_window_points=MIN_TEST_POINTS)
+    samples = []
     kept = np.zeros(len(detections), dtype=bool)
     for position, (detection_mask, bbox, category) in enumerate(detections):
-        object_mask = detection_mask & (depth > 0)
-        window = crop_window(bbox, height, width)
-        if whole_image_count and np.count_nonzero(object_mask) <= MIN_TEST_POINTS:
-            skips.add("few_points", source, f"instance {position}: <= {MIN_TEST_POINTS} valid pixels")
+        try:
+            built = build_instance(depth, intrinsics, detection_mask, bbox, rgb, category, num_points=num_points,
+                                   image_size=image_size, rng=rng, **rules)
+        except InstanceSkipped as skip:
+            skips.add(skip.reason, source, f"detection {position}: {skip.detail}")
             continue
-        candidates = window_indices(object_mask, window)
-        if whole_image_count and len(candidates) == 0:
-            skips.add("empty_instance", source, f"instance {position}: no pixel inside its crop window")
-            continue
-        if not whole_image_count and len(candidates) <= MIN_TEST_POINTS:
-            skips.add("few_points", source, f"detection {position}: <= {MIN_TEST_POINTS} valid pixels in its window")
-            continue
-        choice = sample_indices(len(candidates), num_points, rng)
-        points = backproject_choice(depth, intrinsics, object_mask, window, choice)
-        rgb_tensor, choose = _image_inputs(rgb, window, candidates[choice], image_size)
-        inputs["pts"].append(torch.from_numpy(points))
-        inputs["rgb"].append(rgb_tensor)
-        inputs["choose"].append(choose)
-        inputs["category_label"].append(torch.tensor(category, dtype=torch.int64))
+        samples.append(built.sample)
         kept[position] = True
-    if not kept.any():
-        return _empty_test_inputs(num_points, image_size), kept
-    return {key: torch.stack(values) for key, values in inputs.items()}, kept
+    return stack_instances(samples, num_points, image_size), kept
 
 
 class NocsTestDataset(Dataset):
@@ -648,8 +397,7 @@ class NocsTestDataset(Dataset):
             if row.class_id == 0 or row.instance_id not in present:
                 continue
             instance_mask = mask == row.instance_id
-            rows, cols = np.flatnonzero(instance_mask.any(axis=1)), np.flatnonzero(instance_mask.any(axis=0))
-            box = np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)
+            box = mask_box(instance_mask)
             detections.append((instance_mask, box, row.class_id - 1))
             class_ids.append(row.class_id)
             boxes.append(box)
@@ -682,7 +430,7 @@ class NocsTestDataset(Dataset):
         if self.dataset == "camera" and not depth_file.exists():
             self.skips.add("missing_depth", depth_file, "image gets zero predictions")
             kept = np.zeros(len(detections), dtype=bool)
-            inputs = _empty_test_inputs(self.num_points, self.image_size)
+            inputs = stack_instances([], self.num_points, self.image_size)
         else:
             color_file = nocs.frame_path(self.root, prefix, "_color.png")
             rgb = read_color(color_file)

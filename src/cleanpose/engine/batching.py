@@ -14,16 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from cleanpose.data.rng import PERMUTATION_KEY, legacy_random_state, numpy_generator, torch_generator
 from cleanpose.errors import ConfigError
-
-_PERMUTATION_KEY = 2**32 - 2
-"""Marks the per-epoch permutation draw, so its key never equals a sample's key."""
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int, stream: int) -> np.ndarray:
     """(num_samples,) int64: the order in which an epoch visits a source's sample indices."""
-    rng = np.random.Generator(np.random.PCG64([seed, epoch, _PERMUTATION_KEY, stream]))
-    return rng.permutation(num_samples)
+    return numpy_generator([seed, epoch, PERMUTATION_KEY, stream]).permutation(num_samples)
 
 
 def shard_slice(global_size: int, shard: int, num_shards: int) -> slice:
@@ -85,11 +82,9 @@ class ShardedBatchSampler(Sampler):
 
 def step_generator(seed: int, epoch: int, step: int, shard: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The torch generator of one shard's in-model draws (augmentation, teacher DropPath) at one step."""
-    key = np.random.SeedSequence([seed, epoch, step, shard, 7]).generate_state(1, np.uint64)[0] >> np.uint64(1)
-    return torch.Generator(device=device).manual_seed(int(key))
+    return torch_generator([seed, epoch, step, shard, 7], device)
 
 
 def queue_random_state(seed: int, epoch: int, step: int, shard: int) -> np.random.RandomState:
     """The legacy NumPy generator of one shard's confounder-queue draw at one step (model.md Q3)."""
-    key = np.random.SeedSequence([seed, epoch, step, shard, 11]).generate_state(1, np.uint32)[0]
-    return np.random.RandomState(int(key))
+    return legacy_random_state([seed, epoch, step, shard, 11])

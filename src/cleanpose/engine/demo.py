@@ -12,10 +12,11 @@ import shutil
 from pathlib import Path
 
 from cleanpose.config import TrainConfig, load_config
+from cleanpose.data.build import build_test_dataset, build_training_datasets
 from cleanpose.data.synth.generate import generate
 from cleanpose.engine.queue_extraction import extract_queue, write_queue_file
-from cleanpose.engine.test import build_test_dataset, evaluate_and_report, predict_dataset
-from cleanpose.engine.train import build_training_datasets, resolve_device, train
+from cleanpose.engine.test import evaluate_and_report, predict_dataset
+from cleanpose.engine.train import resolve_device, train
 from cleanpose.engine.visualize import visualize_results
 from cleanpose.errors import OutputError
 from cleanpose.metrics import Metrics

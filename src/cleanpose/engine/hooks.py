@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from cleanpose.data.build import build_test_dataset
 from cleanpose.engine import distributed
 from cleanpose.engine.checkpoint import save_training_state
-from cleanpose.engine.test import build_test_dataset, evenly_spaced, load_items, predict_items
+from cleanpose.engine.test import evenly_spaced, load_items, predict_items
 from cleanpose.fileio import atomic_write_bytes
 from cleanpose.metrics import evaluate_results, metrics_to_json
 from cleanpose.metrics.evaluate import HEADLINE_IOU_KEYS, HEADLINE_POSE_KEYS

@@ -20,13 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from cleanpose.config import TrainConfig
-from cleanpose.data.datasets import concat_batches
+from cleanpose.data.collate import concat_batches
 from cleanpose.engine.batching import ShardedBatchSampler, step_generator
 from cleanpose.errors import CheckpointError, DataFormatError
 from cleanpose.fileio import atomic_writer
 from cleanpose.models.convert_checkpoint import load_reference_queue
 from cleanpose.models.distillation import PointNet2SSGTeacher, load_ulip_checkpoint
 from cleanpose.models.state import load_file
+from cleanpose.models.weights import ULIP_POINTNET2_SSG, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def build_queue_teacher(checkpoint: str | None) -> PointNet2SSGTeacher:
             "(training replaces them with the model's own features within a few dozen steps)"
         )
     else:
-        load_ulip_checkpoint(checkpoint, teacher)
+        load_ulip_checkpoint(resolve_weights(ULIP_POINTNET2_SSG, checkpoint), teacher)
     return teacher.eval()
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTestDataset, NocsTestDataset
+from cleanpose.data.rng import legacy_random_state
 from cleanpose.fileio import atomic_writer, ensure_writable_folder
 from cleanpose.metrics import Metrics, evaluate_results, save_results_npz, write_report
 from cleanpose.models.net import CleanPoseNet
@@ -33,16 +33,6 @@ _INPUT_KEYS = ("rgb", "pts", "choose", "category_label")
 _POSE_KEYS = ("pred_rotation", "pred_translation", "pred_size")
 OBJECTS_PER_FORWARD = 64
 """Objects of consecutive test images run in one forward (an image's objects are never split)."""
-
-
-def build_test_dataset(root: str | Path, split: str, *, masks: str, image_size: int, num_points: int, seed: int, depth_cache_dir: str | None = None):
-    """REAL275 / CAMERA25 (segmentation results or ground-truth masks) or HouseCat6D (ground-truth masks)."""
-    cache = FilledDepthCache(depth_cache_dir, max_items=64)
-    common = dict(image_size=image_size, num_points=num_points, seed=seed, depth_cache=cache)
-    if split == "housecat6d":
-        return HouseCat6DTestDataset(root, **common)
-    detections = "segmentation" if masks == "segmentation" else "ground_truth"
-    return NocsTestDataset(root, split, detections=detections, **common)
 
 
 def evenly_spaced(count: int, limit: int) -> np.ndarray:
@@ -88,8 +78,7 @@ def pose_result(item: dict, outputs: dict[str, torch.Tensor] | None) -> dict:
 
 def image_queue_draw(model: CleanPoseNet, seed: int, index: int) -> torch.Tensor:
     """(C, S) int64 queue draw of test image `index`: the reference draw from a RandomState keyed by (seed, index)."""
-    random_state = np.random.RandomState(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-    return model.queue.sample_indices(model.config.front_door.num_queue_samples, random_state)
+    return model.queue.sample_indices(model.config.front_door.num_queue_samples, legacy_random_state([seed, index]))
 
 
 @torch.no_grad()

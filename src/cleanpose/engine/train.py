@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from cleanpose.config import TrainConfig, save_config
-from cleanpose.data.datasets import FilledDepthCache, HouseCat6DTrainingDataset, NocsTrainingDataset, SkipCounter, concat_batches
+from cleanpose.data.build import build_training_datasets
+from cleanpose.data.collate import concat_batches
 from cleanpose.engine import distributed
 from cleanpose.engine.batching import ShardedBatchSampler, queue_random_state, step_generator
 from cleanpose.engine.checkpoint import load_training_state
@@ -45,20 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("run.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
-
-
-def build_training_datasets(config: TrainConfig) -> list[torch.utils.data.Dataset]:
-    """One dataset per source, in batch order (NOCS: ``data.sources``; HouseCat6D: one)."""
-    data, seed = config.data, config.run.seed
-    cache = FilledDepthCache(data.depth_cache_dir, max_items=256)
-    skips = SkipCounter()
-    common = dict(image_size=data.image_size, num_points=data.num_points, seed=seed, depth_cache=cache, skips=skips)
-    if data.format == "housecat6d":
-        return [HouseCat6DTrainingDataset(data.root, **common)]
-    return [
-        NocsTrainingDataset(data.root, source, count, outlier_threshold=data.outlier_threshold, **common)
-        for source, count in zip(data.sources, data.images_per_epoch)
-    ]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cleanpose.errors import DataFormatError, UsageError
+from cleanpose.errors import ConfigError, DataFormatError
 from cleanpose.metrics.datasets import get_dataset
 from cleanpose.metrics.evaluate import HEADLINE_IOU_KEYS, HEADLINE_POSE_KEYS, average_precisions, match_arrays
 from cleanpose.metrics.results_io import collect_results
@@ -88,7 +88,7 @@ def _read_run(path: str | Path) -> _Run:
     path = Path(path)
     metrics_file = path / "metrics.json" if path.is_dir() else path
     if not metrics_file.is_file():
-        raise UsageError(f"{path}: neither a test folder with metrics.json nor a metrics.json file")
+        raise ConfigError(f"{path}: neither a test folder with metrics.json nor a metrics.json file")
     try:
         document = json.loads(metrics_file.read_text())
         _values(document)
@@ -144,17 +144,17 @@ def _check_same_images(runs: list[_Run], loaded: dict[int, list[dict]]) -> None:
     names = [run.name for run in runs]
     datasets = {run.document["dataset"] for run in runs}
     if len(datasets) > 1:
-        raise UsageError(f"runs of different datasets ({', '.join(sorted(datasets))}) cannot be compared")
+        raise ConfigError(f"runs of different datasets ({', '.join(sorted(datasets))}) cannot be compared")
     digests = {index: ground_truth_digest(results) for index, results in loaded.items()}
     if len(set(digests.values())) > 1:
         first = min(digests)
         other = next(index for index in digests if digests[index] != digests[first])
-        raise UsageError(f"runs {names[first]} and {names[other]} were evaluated on different image sets "
+        raise ConfigError(f"runs {names[first]} and {names[other]} were evaluated on different image sets "
                          f"(their results.npz hold different ground truth); compare runs of one test set only")
     known = [(run.name, run.document["counts"]["gts"]) for run in runs if "counts" in run.document]
     other = next((entry for entry in known if entry[1] != known[0][1]), None)
     if other is not None:
-        raise UsageError(f"runs {known[0][0]} ({known[0][1]} gts) and {other[0]} ({other[1]} gts) were evaluated "
+        raise ConfigError(f"runs {known[0][0]} ({known[0][1]} gts) and {other[0]} ({other[1]} gts) were evaluated "
                          "on different image sets; compare runs of one test set only")
 
 
@@ -170,17 +170,17 @@ def compare_runs(paths: Sequence[str | Path], *, bootstrap: int = 0, seed: int =
     Returns:
         ``Comparison``.
     Raises:
-        UsageError: no runs, different datasets or image sets, or a bootstrap without ``results.npz``.
+        ConfigError: no runs, different datasets or image sets, or a bootstrap without ``results.npz``.
         DataFormatError: an unreadable metrics.json or results archive.
     """
     if not paths:
-        raise UsageError("name at least one run (a test folder or a metrics.json)")
+        raise ConfigError("name at least one run (a test folder or a metrics.json)")
     if bootstrap < 0:
-        raise UsageError(f"--bootstrap must be >= 0; got {bootstrap}")
+        raise ConfigError(f"--bootstrap must be >= 0; got {bootstrap}")
     runs = [_read_run(path) for path in paths]
     missing = [run.name for run in runs if run.archive is None]
     if bootstrap and missing:
-        raise UsageError(f"--bootstrap needs each run's results.npz (written by cleanpose test, or by "
+        raise ConfigError(f"--bootstrap needs each run's results.npz (written by cleanpose test, or by "
                          f"'cleanpose results convert'); missing for: {', '.join(missing)}")
     loaded = {index: load_results_npz(run.archive).results for index, run in enumerate(runs) if run.archive}
     _check_same_images(runs, loaded)

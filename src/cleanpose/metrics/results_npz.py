@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanpose.errors import DataFormatError, UsageError
+from cleanpose.errors import ConfigError, DataFormatError
 from cleanpose.fileio import atomic_writer
 from cleanpose.metrics.results_io import LoadedResults, load_results
 
@@ -134,13 +134,13 @@ def convert_results(source: str | Path, target: str | Path, dataset: str = "nocs
     Returns:
         The number of images converted.
     Raises:
-        UsageError: a conversion that does not change the format, or names that are not relative ``.pkl``
+        ConfigError: a conversion that does not change the format, or names that are not relative ``.pkl``
             paths when writing a folder.
     """
     source, target = Path(source), Path(target)
     if source.suffix == ".npz":
         if target.suffix == ".npz":
-            raise UsageError(f"{source} is an archive already; name a .pkl file or a folder as the target")
+            raise ConfigError(f"{source} is an archive already; name a .pkl file or a folder as the target")
         loaded = load_results_npz(source)
         prefix = len(str(source)) + 1
         names = [origin[prefix:-1] for origin in loaded.origins]
@@ -152,7 +152,7 @@ def convert_results(source: str | Path, target: str | Path, dataset: str = "nocs
             _write_pickle_folder(loaded.results, names, target, source)
         return len(loaded.results)
     if target.suffix != ".npz":
-        raise UsageError(f"{source} holds pickles; the target must be a .npz file (got {target})")
+        raise ConfigError(f"{source} holds pickles; the target must be a .npz file (got {target})")
     loaded = load_results(source, dataset)
     folder = source if source.is_dir() else source.parent
     save_results_npz(loaded.results, target, [_relative_origin(origin, folder) for origin in loaded.origins])
@@ -169,10 +169,10 @@ def _write_pickle_folder(results: list[dict], names: list[str], folder: Path, so
     for name in names:
         relative = Path(name)
         if relative.is_absolute() or ".." in relative.parts or relative.suffix != ".pkl":
-            raise UsageError(f"{source}: image name {name!r} is not a relative .pkl path; convert to one .pkl "
+            raise ConfigError(f"{source}: image name {name!r} is not a relative .pkl path; convert to one .pkl "
                              "file instead of a folder")
     if len(set(names)) != len(names):
-        raise UsageError(f"{source}: image names repeat; convert to one .pkl file instead of a folder")
+        raise ConfigError(f"{source}: image names repeat; convert to one .pkl file instead of a folder")
     for result, name in zip(results, names):
         file = folder / name
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ __all__ = [
     "convert_official_checkpoint",
     "convert_to_official",
     "infer_reference_config",
+    "load_official_model",
     "load_reference_queue",
     "load_reference_state_dict",
     "net_reference_key_map",
@@ -272,21 +273,16 @@ def _reference_config(path: str | Path) -> tuple[dict[str, Any], str]:
     return dict(data["pose_net"]), str(path)
 
 
-def convert_official_checkpoint(
-    in_path: str | Path,
-    out_path: str | Path,
-    *,
-    config_path: str | Path | None = None,
-    queue_path: str | Path | None = None,
+def load_official_model(
+    in_path: str | Path, *, config_path: str | Path | None = None, queue_path: str | Path | None = None
 ) -> CleanPoseNet:
-    """Convert a reference checkpoint (and optionally its queue pickle) into a cleanpose checkpoint.
+    """Build our network from a reference checkpoint (and optionally its queue pickle), in memory.
 
     Args:
         in_path: reference ``.pth`` (bare state dict, or under ``state_dict`` / ``model``).
-        out_path: cleanpose checkpoint to write.
         config_path: reference YAML whose ``pose_net`` section describes the network; None infers
             ``rgb_backbone`` and ``cat_num`` from the keys (camera_real defaults otherwise).
-        queue_path: reference ``tensor_list.pkl``; None writes a checkpoint without queue.
+        queue_path: reference ``tensor_list.pkl``; None gives a network without queue.
 
     Returns:
         The converted network (eval mode, CPU).
@@ -313,9 +309,26 @@ def convert_official_checkpoint(
     ours = official_to_ours(state, config, source=str(in_path))
     model = CleanPoseNet(config, load_rgb_weights=False)
     load_model_state(model, ours, queue, source=str(in_path))
-    save_checkpoint(model, out_path)
-    logger.info("wrote %s (%d tensors, queue %s)", out_path, len(ours), "none" if queue is None else tuple(queue.shape))
     return model.eval()
+
+
+def convert_official_checkpoint(
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    config_path: str | Path | None = None,
+    queue_path: str | Path | None = None,
+) -> CleanPoseNet:
+    """Convert a reference checkpoint (and optionally its queue pickle) into a cleanpose checkpoint.
+
+    Arguments and errors as :func:`load_official_model`; ``out_path`` is the cleanpose checkpoint to write
+    (without queue when ``queue_path`` is None). Returns the converted network (eval mode, CPU).
+    """
+    model = load_official_model(in_path, config_path=config_path, queue_path=queue_path)
+    save_checkpoint(model, out_path)
+    queue = tuple(model.queue.features.shape) if model.queue.is_filled else "none"
+    logger.info("wrote %s (queue %s)", out_path, queue)
+    return model
 
 
 def convert_to_official(in_path: str | Path, out_path: str | Path, *, queue_path: str | Path | None = None) -> None:

@@ -39,6 +39,7 @@ from torch import nn
 from cleanpose.errors import CheckpointError
 from cleanpose.fileio import atomic_writer
 from cleanpose.models.state import load_file, load_state_strict
+from cleanpose.models.weights import ULIP_TEACHERS, resolve_weights
 from cleanpose.ops import furthest_point_sample, gather_points, knn_points
 from cleanpose.ops.knn import squared_distances
 
@@ -704,7 +705,7 @@ def build_teacher(config) -> nn.Module | None:
     else:
         teacher = PointNet2SSGTeacher(mode=config.teacher_mode)
     if config.teacher_checkpoint is not None:
-        load_ulip_checkpoint(config.teacher_checkpoint, teacher)
+        load_ulip_checkpoint(resolve_weights(ULIP_TEACHERS[config.teacher], config.teacher_checkpoint), teacher)
     else:
         logger.warning("distillation teacher %s has no checkpoint; it keeps random weights", config.teacher)
     return teacher

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cleanpose.config import ModelConfig, config_from_dict, config_to_dict, load_config
-from cleanpose.errors import ConfigError
+from cleanpose.errors import BackendUnavailableError, ConfigError
 from cleanpose.geometry import euler_xyz_to_matrix
 from cleanpose.models.attention import set_fused_attention
 from cleanpose.models.backbones import build_rgb_backbone
@@ -55,6 +55,7 @@ from cleanpose.models.nocs_predictor import NocsPredictor
 from cleanpose.models.point_encoder import PointNet2MSG
 from cleanpose.models.pose_head import PoseSizeEstimator
 from cleanpose.models.reconstructor import Reconstructor
+from cleanpose.models.weights import DINOV2_VITS14, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -505,7 +506,9 @@ def _rgb_kwargs(config: ModelConfig, load_weights: bool) -> dict[str, Any]:
     """Constructor arguments of the configured RGB backbone.
 
     Raises:
-        ConfigError: ``dino`` without weights where the config does not ask for a random ViT.
+        ConfigError: ``dino`` without weights (none configured, cached or downloadable) where the config does
+            not ask for a random ViT.
+        CheckpointError: the configured ``dino`` weights file is missing and not cached or downloadable.
     """
     rgb = config.rgb
     weights = config.rgb_weights if load_weights else None
@@ -515,15 +518,16 @@ def _rgb_kwargs(config: ModelConfig, load_weights: bool) -> dict[str, Any]:
         "embed_dim": rgb.embed_dim, "depth": rgb.depth, "num_heads": rgb.num_heads, "frozen": rgb.frozen,
         "out_channels": rgb.out_channels,
     }  # fmt: skip
-    if weights is not None:
-        return {**kwargs, "weights_path": weights}
-    if load_weights and not rgb.random_init:
+    if weights is None and not (load_weights and not rgb.random_init):
+        return {**kwargs, "random_init": True}
+    try:  # the configured file, else the torch hub cache, else a download (cleanpose.models.weights)
+        return {**kwargs, "weights_path": str(resolve_weights(DINOV2_VITS14, weights))}
+    except BackendUnavailableError as error:
         raise ConfigError(
-            "model.rgb_backbone is 'dino' but model.rgb_weights is not set: give the DINOv2 ViT-S/14 file "
-            "(dinov2_vits14_pretrain.pth), or set model.rgb.random_init: true (a frozen random ViT learns "
-            "nothing: also set model.rgb.frozen: false, or use rgb_backbone: resnet)"
-        )
-    return {**kwargs, "random_init": True}
+            f"model.rgb_backbone is 'dino' but model.rgb_weights is not set, and the {error}; or set "
+            "model.rgb.random_init: true (a frozen random ViT learns nothing: also set model.rgb.frozen: false, "
+            "or use rgb_backbone: resnet)"
+        ) from None
 
 
 def _check_widths(config: ModelConfig, rgb_channels: int) -> None:

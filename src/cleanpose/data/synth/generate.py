@@ -289,7 +289,7 @@ def generate(
     objects_range = (int(objects_range[0]), int(objects_range[1]))
     splits = _check_arguments(format, scenes, frames_per_scene, seed, workers, splits, image_size, objects_range)
     if raw and format != "nocs":
-        raise UsageError(f"raw output exists for the nocs format only; got format {format!r}")
+        raise ConfigError(f"raw output exists for the nocs format only; got format {format!r}")
     noise = SensorNoise() if noise is None else noise
     root = Path(out_dir)
     _prepare_folder(root, overwrite)
