@@ -1,4 +1,4 @@
-"""Time `cleanpose.metrics` on a REAL275-sized synthetic result set (metrics.md §13).
+"""Time `cleanpose.metrics` on a REAL275-sized synthetic result set (docs/metrics.md §13).
 
 2,754 images, ~4,900 gts, ~6,400 predictions over the six NOCS classes, ~45 % of images with a false
 positive, some duplicate detections; fixed seed. Times the load-free evaluation (checks, per-pair

@@ -7,7 +7,7 @@ Usage (from the repository root):
 On a CPU one pass over every row at B = 40 takes minutes and the PSP-ResNet18 training step needs about
 21 GB of RAM; ``--rows`` and ``--backbones`` pick a subset (``--rows step --backbones dino``).
 
-The network is the reference size (``ModelConfig()`` defaults, model.md §14: 6 categories, K = 96 keypoints,
+The network is the reference size (``ModelConfig()`` defaults, docs/model.md §14: 6 categories, K = 96 keypoints,
 S = 12 queue samples, 224 x 224 crops) with random weights, built once per RGB backbone (frozen DINOv2
 ViT-S/14 from timm's random init; trainable PSP-ResNet18), with its queue filled with random features and
 the PointBERT teacher (ULIP-2 size, random weights, ``teacher_mode`` of the config: train, as the reference)

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_ops.py [--batch 40] [--points 1024] [--repeat 3] [--device cpu] [--threads 1]
 
-Sizes follow the first set-abstraction level of the reference network (model.md §3): FPS of 512 centres
+Sizes follow the first set-abstraction level of the reference network (docs/model.md §3): FPS of 512 centres
 from N points, ball query of 32 neighbours at r = 0.02 m, grouping, three-NN from N points onto 512, and
 the teacher's 32-NN of 512 centres among N points. Reports the median wall time of ``--repeat`` runs.
 """

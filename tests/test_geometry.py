@@ -25,7 +25,7 @@ def _rot_y(angle: float) -> np.ndarray:
 
 
 def _ortho6d_loop(row):
-    """Plain-Python float64 oracle of model.md §10."""
+    """Plain-Python float64 oracle of docs/model.md §10."""
 
     def normalize(v):
         norm = max(math.sqrt(sum(c * c for c in v)), 1e-8)

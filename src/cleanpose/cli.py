@@ -193,7 +193,7 @@ def _add_results(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("input", metavar="IN", help="archive or pickles to read")
     convert.add_argument("output", metavar="OUT", help="archive, pickle file or folder to write")
     convert.add_argument("--dataset", choices=("nocs", "housecat6d"), default="nocs",
-                         help="which pickles a folder holds (metrics.md §1.2; default nocs)")
+                         help="which pickles a folder holds (docs/metrics.md §1.2; default nocs)")
     convert.set_defaults(handler=_run_results_convert)
 
 

@@ -67,7 +67,7 @@ class AttentionConfig:
 
 @dataclass(frozen=True)
 class PointEncoderConfig:
-    """PointNet++ MSG point encoder (model.md §3); the reference hard-codes these sizes."""
+    """PointNet++ MSG point encoder (docs/model.md §3); the reference hard-codes these sizes."""
 
     num_centers: tuple[int, ...] = field(default=(512, 256, 128, 64), metadata={"min": 1})
     """FPS centres per set-abstraction level."""
@@ -105,7 +105,7 @@ class PointEncoderConfig:
 
 @dataclass(frozen=True)
 class KeypointDetectorConfig:
-    """Instance-adaptive keypoint detector (model.md §5; reference ``IAKD``)."""
+    """Instance-adaptive keypoint detector (docs/model.md §5; reference ``IAKD``)."""
 
     num_keypoints: int = field(default=96, metadata={"min": 1})
     """Keypoints K (reference ``kpt_num``)."""
@@ -117,7 +117,7 @@ class KeypointDetectorConfig:
 
 @dataclass(frozen=True)
 class FeatureAggregatorConfig:
-    """Geometric-aware feature aggregator (model.md §6; reference ``GAFA``)."""
+    """Geometric-aware feature aggregator (docs/model.md §6; reference ``GAFA``)."""
 
     num_blocks: int = field(default=2, metadata={"min": 1})
     """Blocks (reference ``block_num``)."""
@@ -133,7 +133,7 @@ class FeatureAggregatorConfig:
 
 @dataclass(frozen=True)
 class FrontDoorConfig:
-    """Front-door causal encoder and its confounder queue (model.md §7; reference ``FDEncoder``)."""
+    """Front-door causal encoder and its confounder queue (docs/model.md §7; reference ``FDEncoder``)."""
 
     model_dim: int = field(default=256, metadata={"min": 1})
     """Keypoint and queue feature width (reference ``feat_dim``)."""
@@ -156,7 +156,7 @@ class FrontDoorConfig:
 
 @dataclass(frozen=True)
 class NocsPredictorConfig:
-    """Per-category NOCS bin classifier (model.md §8; reference ``NOCS_Predictor``)."""
+    """Per-category NOCS bin classifier (docs/model.md §8; reference ``NOCS_Predictor``)."""
 
     num_categories: int = field(default=6, metadata={"min": 1})
     """Categories C (reference ``cat_num``); equals ``ModelConfig.num_categories``."""
@@ -168,7 +168,7 @@ class NocsPredictorConfig:
 
 @dataclass(frozen=True)
 class ReconstructorConfig:
-    """Shape reconstructor (model.md §9; reference ``Reconstructor``)."""
+    """Shape reconstructor (docs/model.md §9; reference ``Reconstructor``)."""
 
     points_per_keypoint: int = field(default=10, metadata={"min": 1})
     """Reconstructed points per keypoint (reference ``pts_per_kpt``)."""
@@ -178,7 +178,7 @@ class ReconstructorConfig:
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """Residual knowledge distillation from a frozen 3-D teacher (model.md §11)."""
+    """Residual knowledge distillation from a frozen 3-D teacher (docs/model.md §11)."""
 
     feature_dim: int = field(default=768, metadata={"min": 1})
     """Teacher feature width (reference ``distillation_feat_dim``): 768 PointBERT, 256 PointNet2-SSG."""
@@ -216,7 +216,7 @@ class RgbBackboneConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The CleanPose network (model.md); the reference's ``pose_net`` section."""
+    """The CleanPose network (docs/model.md); the reference's ``pose_net`` section."""
 
     version: int = CONFIG_VERSION
     """Config format version."""
@@ -685,7 +685,7 @@ def save_config(config: Any, path: str | Path) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data lives and how samples and batches are built (data_formats.md §3–§5)."""
+    """Where the data lives and how samples and batches are built (docs/data_formats.md §3–§5)."""
 
     format: Literal["nocs", "housecat6d"] = field(default="nocs", metadata={"choices": ("nocs", "housecat6d")})
     """On-disk layout of ``root``."""
@@ -730,7 +730,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights (model.md §12; reference ``loss`` section)."""
+    """Loss weights (docs/model.md §12; reference ``loss`` section)."""
 
     pose_weight: float = field(default=0.3, metadata={"min": 0.0})
     keypoint_coverage_weight: float = field(default=2.0, metadata={"min": 0.0})

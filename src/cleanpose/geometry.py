@@ -43,7 +43,7 @@ __all__ = [
     "umeyama",
 ]
 
-# Signs of (x, y, z) of the 8 box corners, in the order the official NOCS IoU pairs them (metrics.md §3).
+# Signs of (x, y, z) of the 8 box corners, in the order the official NOCS IoU pairs them (docs/metrics.md §3).
 BOX_CORNER_SIGNS = np.array(
     [
         [+1, +1, +1],
@@ -79,7 +79,7 @@ def ortho6d_to_rotation(r6: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from the 6-D representation of Zhou et al. (CVPR 2019), y-first variant.
 
     With ``a = r6[:, :3]`` and ``b = r6[:, 3:]``: ``y = b/‖b‖``, ``z = (a × y)/‖a × y‖``, ``x = y × z``,
-    ``R = [x | y | z]`` (columns); norms are clamped below at 1e-8 (model.md §10).
+    ``R = [x | y | z]`` (columns); norms are clamped below at 1e-8 (docs/model.md §10).
 
     Args:
         r6: (B, 6) float tensor, any device.
@@ -184,7 +184,7 @@ def remove_y_rotation(rotation: np.ndarray) -> np.ndarray:
     """Canonical representative of ``R · Ry(θ)`` for objects symmetric about their y axis.
 
     With ``a = R00 + R22``, ``b = R02 − R20``, ``r = √(a² + b²)`` and
-    ``S = [[a/r, 0, −b/r], [0, 1, 0], [b/r, 0, a/r]]`` returns ``R · S`` (data_formats.md §3.6); the
+    ``S = [[a/r, 0, −b/r], [0, 1, 0], [b/r, 0, a/r]]`` returns ``R · S`` (docs/data_formats.md §3.6); the
     y column is unchanged and the result no longer depends on a rotation about the object y axis.
     Where ``r = 0`` (the x–z block has no defined y angle) ``R`` is returned unchanged; the reference
     divides by zero there and returns NaN.
@@ -254,7 +254,7 @@ def similarity_matrix(rotation: np.ndarray, translation: np.ndarray, scale: floa
 def decompose_similarity(matrix: np.ndarray) -> Similarity:
     """Split ``[[s·R, t], [0, 0, 0, 1]]`` into ``(R, t, s)`` with ``s = cbrt(det(s·R))``, ``R = sR / s``.
 
-    This is the decomposition of the official NOCS metric (metrics.md §3); no orthonormality check.
+    This is the decomposition of the official NOCS metric (docs/metrics.md §3); no orthonormality check.
 
     Args:
         matrix: (4, 4) or (..., 4, 4) float.
@@ -358,7 +358,7 @@ def ransac_umeyama(
 ) -> Similarity:
     """Robust similarity ``source → target``: RANSAC over Umeyama fits, then a refit on the inliers.
 
-    The procedure of the NOCS/DPDN label generator (data_formats.md §2.3 step 10):
+    The procedure of the NOCS/DPDN label generator (docs/data_formats.md §2.3 step 10):
 
     * ``diameter = 2 · max_i ‖source_i − mean(source)‖``.
     * Iteration ``i = 0, 1, …, max_iterations − 1``: draw ``sample_size`` indices with replacement,
@@ -428,7 +428,7 @@ def box_corners(extents: np.ndarray) -> np.ndarray:
 
     Order of the (x, y, z) signs:
     ``(+,+,+) (+,+,−) (−,+,+) (−,+,−) (+,−,+) (+,−,−) (−,−,+) (−,−,−)``,
-    the order in which the official NOCS IoU pairs corners (metrics.md §3).
+    the order in which the official NOCS IoU pairs corners (docs/metrics.md §3).
 
     Args:
         extents: (..., 3) float, box side lengths (x, y, z).

@@ -1,4 +1,4 @@
-"""fill_missing against a literal step-by-step reading of spec §3.3, plus hand-checked properties."""
+"""fill_missing against a literal step-by-step reading of docs/data_formats.md §3.3, plus hand-checked properties."""
 
 import cv2
 import numpy as np
@@ -15,7 +15,7 @@ def _plus(size):
 
 
 def _literal_spec_fill(depth_mm):
-    """Spec §3.3 steps 1–13 written out literally, with per-column loops for the top masks."""
+    """docs/data_formats.md §3.3 steps 1–13 written out literally, with per-column loops for the top masks."""
     d = np.float32(depth_mm.astype(np.float64) / 1000.0)
     near = (d > 0.01) & (d <= 1.0)
     med = (d > 1.0) & (d <= 2.0)

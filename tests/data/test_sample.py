@@ -21,7 +21,7 @@ from cleanpose.data.sample import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# crop_window (get_bbox, spec §3.4)
+# crop_window (get_bbox, docs/data_formats.md §3.4)
 
 
 @pytest.mark.parametrize(

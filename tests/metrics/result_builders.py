@@ -72,7 +72,7 @@ def build_result_set(
         max_objects: cap on gts per image.
         scene_spread_m: half-width of the region objects are placed in (small = crowded, overlapping).
     Returns:
-        One dict per image with the keys of metrics.md §1.1 (float32 arrays).
+        One dict per image with the keys of docs/metrics.md §1.1 (float32 arrays).
     """
     spec = get_dataset(dataset)
     num_classes = spec.num_classes

@@ -1,5 +1,5 @@
-"""End-to-end checks of cleanpose.metrics.evaluate: hand-derived cases of metrics.md §14 and a
-randomized comparison with a literal float64 brute-force implementation of metrics.md written here."""
+"""End-to-end checks of cleanpose.metrics.evaluate: hand-derived cases of docs/metrics.md §14 and a
+randomized comparison with a literal float64 brute-force implementation of docs/metrics.md written here."""
 
 import math
 
@@ -16,7 +16,7 @@ NOCS_CLASSES = ["bottle", "bowl", "camera", "can", "laptop", "mug"]
 HOUSECAT_CLASSES = ["box", "bottle", "can", "cup", "remote", "teapot", "cutlery", "glass", "shoe", "tube"]
 
 # --------------------------------------------------------------------------------------------------
-# Brute force: metrics.md followed literally, plain Python loops over float64 values.
+# Brute force: docs/metrics.md followed literally, plain Python loops over float64 values.
 
 CORNER_SIGNS = [(1, 1, 1), (1, 1, -1), (-1, 1, 1), (-1, 1, -1), (1, -1, 1), (1, -1, -1), (-1, -1, 1), (-1, -1, -1)]
 
@@ -146,7 +146,7 @@ def _brute_pose_match(errors, degrees, cm, tie_order):
 
 def brute_force_metrics(results, classes, iou_symmetric, rotation_symmetric, aa_symmetric, handle_class,
                         iou_thresholds, pose_thresholds, tie_order="stable"):
-    """APs × 100: {("iou", c, τ), ("aa", c, τ), ("pose", c, D, S)} → value, straight from metrics.md."""
+    """APs × 100: {("iou", c, τ), ("aa", c, τ), ("pose", c, D, S)} → value, straight from docs/metrics.md."""
     out = {}
     for class_id, name in enumerate(classes, start=1):
         pooled = {key: ([], []) for key in [("iou", t) for t in iou_thresholds] + [("aa", t) for t in iou_thresholds]
@@ -235,7 +235,7 @@ def test_matches_literal_brute_force(dataset, seed, spread, negate, tie_order):
 
 
 # --------------------------------------------------------------------------------------------------
-# Hand-derived cases (metrics.md §14)
+# Hand-derived cases (docs/metrics.md §14)
 
 
 def _pose(rotation=np.eye(3), translation=(0.0, 0.0, 1.0), scale=0.2):

@@ -1,4 +1,4 @@
-"""cleanpose.metrics.pose_error against scipy angles and the NaN rule of metrics.md §5."""
+"""cleanpose.metrics.pose_error against scipy angles and the NaN rule of docs/metrics.md §5."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""metrics.json / .csv / .md / PNG output (metrics.md §11) and the `cleanpose evaluate` command."""
+"""metrics.json / .csv / .md / PNG output (docs/metrics.md §11) and the `cleanpose evaluate` command."""
 
 import csv
 import json

@@ -1,5 +1,5 @@
 """Loading and checking result dicts: file discovery order, splicing, and every bad-input row of
-metrics.md §12 (messages matched)."""
+docs/metrics.md §12 (messages matched)."""
 
 import logging
 import pickle

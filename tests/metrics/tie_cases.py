@@ -1,7 +1,7 @@
 """Result sets full of equal scores, where the official numbers depend on NumPy's generic sort order.
 
 Each builder is deterministic (fixed seeds). The official CleanPose metric code was run on exactly these
-sets (NumPy 1.26.4 with its AVX-512 sorts disabled, metrics.md §6.3); test_official_ties pins what it gave.
+sets (NumPy 1.26.4 with its AVX-512 sorts disabled, docs/metrics.md §6.3); test_official_ties pins what it gave.
 """
 
 from __future__ import annotations

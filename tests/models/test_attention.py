@@ -16,7 +16,7 @@ from cleanpose.models.attention import (
     self_attention_layer_key_map,
 )
 
-# The saved keys of the reference state dict with their shapes (model.md's cleanpose_state_dict_keys.tsv).
+# The saved keys of the reference state dict with their shapes (tests/models/reference_state_dict_keys.tsv).
 KEY_TABLE = Path(__file__).with_name("reference_state_dict_keys.tsv")
 
 

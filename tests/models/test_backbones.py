@@ -110,7 +110,7 @@ def test_position_embedding_uses_dinov2_scale_factor_rule():
 
 
 def vit_oracle(model: DinoV2ViTS14, images: torch.Tensor, choose: torch.Tensor) -> torch.Tensor:
-    """Float64 DINOv2 forward (model.md §4a) written from the spec with explicit tensor algebra."""
+    """Float64 DINOv2 forward (docs/model.md §4a) written from the spec with explicit tensor algebra."""
     state = {key: value.double() for key, value in model.state_dict().items()}
     patch, dim = model.patch_size, state["vit.cls_token"].shape[-1]
     heads = model.vit.blocks[0].attn.num_heads
@@ -247,7 +247,7 @@ def test_dino_weight_errors(tmp_path):
 
 
 def psp_oracle(model: PSPResNet18, images: torch.Tensor, choose: torch.Tensor) -> torch.Tensor:
-    """Float64 eval-mode forward of model.md §4b from the state dict, with functional ops."""
+    """Float64 eval-mode forward of docs/model.md §4b from the state dict, with functional ops."""
     s = {key: value.double() for key, value in model.state_dict().items()}
 
     def bn(x, p):

@@ -1,4 +1,4 @@
-"""Tests of cleanpose.models.convert_checkpoint against the reference key table (model.md §16a).
+"""Tests of cleanpose.models.convert_checkpoint against the reference key table (docs/model.md §16a).
 
 ``reference_state_dict_keys.tsv`` (next to this file) is the saved-key part of the spec's
 ``cleanpose_state_dict_keys.tsv``: every key of the reference ``Net.state_dict()`` with its shape, per RGB

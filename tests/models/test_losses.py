@@ -34,7 +34,7 @@ def _dist(a, b):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# brute-force loops, written from model.md §12
+# brute-force loops, written from docs/model.md §12
 
 
 def brute_pose(rotation, translation, size, rotation_gt, translation_gt, size_gt):

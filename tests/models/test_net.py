@@ -89,7 +89,7 @@ def test_reference_size_parameter_counts():
         resnet = build_model({"rgb_backbone": "resnet", "cat_num": 10, "NOCS_Predictor": {"cat_num": 10}}, 100)
     trainable = sum(p.numel() for p in dino.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in dino.parameters() if not p.requires_grad)
-    assert (trainable, frozen) == (14_719_692, 22_056_576)  # model.md §14
+    assert (trainable, frozen) == (14_719_692, 22_056_576)  # docs/model.md §14
     assert len(dino.state_dict()) == 750 + 2  # + queue.features, queue.filled
     # HouseCat6D head (C = 10): +393,984; ResNet instead of DINO + feature_mlp; no unused fc (513,000).
     trainable = sum(p.numel() for p in resnet.parameters() if p.requires_grad)
@@ -139,7 +139,7 @@ def test_eval_outputs_and_translation_equivariance():
     )
     assert out["kpt_nocs"].abs().max() < 0.5
     assert out["pred_kpt_nocs"] is out["kpt_nocs"] and out["pred_heat_map"] is out["heat_map"]
-    assert "recon_model" not in out  # training only; model.md §16b's eval recon_model is local_recon_model^T
+    assert "recon_model" not in out  # training only; docs/model.md §16b's eval recon_model is local_recon_model^T
 
 
 def test_every_key_has_one_layout_in_both_modes():

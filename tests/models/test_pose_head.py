@@ -8,7 +8,7 @@ from tests.models.test_feature_aggregator import _sequential
 
 
 def _rotation_from_6d(r6):
-    """y = b/|b|, z = (a x y)/|a x y|, x = y x z, columns [x | y | z] (model.md §10), written out per object."""
+    """y = b/|b|, z = (a x y)/|a x y|, x = y x z, columns [x | y | z] (docs/model.md §10), written out per object."""
     rotations = []
     for a, b in zip(r6[:, :3], r6[:, 3:]):
         y = b / max(float(b.norm()), 1e-8)

@@ -1,6 +1,6 @@
 """Training-time sample augmentations of the reference, each drawing from an explicit generator.
 
-Spec `data_formats.md` §3.2 steps 9 and 11, §3.5. Draw order inside one training sample (the
+See `docs/data_formats.md` §3.2 steps 9 and 11, §3.5. Draw order inside one training sample (the
 reference order, kept so a sample is a pure function of its generators):
 
 1. NumPy: instance index, point choice, point noise (`point_noise`).
@@ -170,7 +170,7 @@ def linear_motion_blur(image: np.ndarray, angle_deg: float, length: int) -> np.n
 
 
 def rgb_add_noise(rgb: np.ndarray, rng: RandomSource) -> np.ndarray:
-    """The reference's photometric noise (``rgb_add_noise``, spec §3.5), drawing from `rng`.
+    """The reference's photometric noise (``rgb_add_noise``, docs/data_formats.md §3.5), drawing from `rng`.
 
     Draws, in order: gate ``random() > 0`` → S factor U(1.25, 1.45), V factor U(1.15, 1.35);
     ``random() > 0.8`` → sharpen centre ``9 + 3·random()``; ``random() > 0.8`` → motion-blur angle
@@ -179,7 +179,7 @@ def rgb_add_noise(rgb: np.ndarray, rng: RandomSource) -> np.ndarray:
     ``integers(15)`` : ``integers(25)`` noise sigma, then ``standard_normal((H, W, 3))``;
     ``random() > 0.8`` → ``normal(0, 7, (H, W, 3))``.
 
-    The HSV step converts with OpenCV's BGR↔HSV codes although the array is RGB (pitfall P16, kept:
+    The HSV step converts with OpenCV's BGR↔HSV codes although the array is RGB (docs/data_formats.md P16, kept:
     S/V scaling is channel-symmetric; only hue quantization differs).
 
     Args:

@@ -1,6 +1,6 @@
 """Putting samples together: the instances of one image, and the batches of several sources.
 
-Batch order of the NOCS sources: spec `data_formats.md` §3.1.
+Batch order of the NOCS sources: `docs/data_formats.md` §3.1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Thin Dataset classes: a format reader plus the shared sample builder (`cleanpose.data.sample`).
 
-Spec `data_formats.md` §3 (NOCS training), §4 (NOCS test), §5 (HouseCat6D), §7 (pitfalls).
+See `docs/data_formats.md` §3 (NOCS training), §4 (NOCS test), §5 (HouseCat6D), §7 (pitfalls).
 
 Randomness: sample ``index`` of epoch ``epoch`` draws only from the generators keyed by
 ``(seed, epoch, index, stream)`` (`cleanpose.data.rng.sample_generators`), never from worker or
@@ -100,7 +100,7 @@ class _TrainingBase(Dataset):
 
 
 class NocsTrainingDataset(_TrainingBase):
-    """CAMERA or REAL training samples (spec §3.1–§3.7).
+    """CAMERA or REAL training samples (docs/data_formats.md §3.1–§3.7).
 
     ``len`` is `num_images_per_epoch`; each epoch (`set_epoch`) maps the sample indices to frames
     with ``choice(len(list), n)`` — with replacement when the list has at most n frames, else without
@@ -117,7 +117,7 @@ class NocsTrainingDataset(_TrainingBase):
         depth_cache: filled-depth cache (default: none, fill every time).
         skips: shared skip counter (default: a new one; read it via ``dataset.skips``).
         relabel_mugs: apply SPD's mug relabel (`nocs.relabel_mug`, from ``obj_models/mug_meta.pkl``)
-            so mug labels match their shifted point models (pitfall P6). Off by default: the
+            so mug labels match their shifted point models (docs/data_formats.md P6). Off by default: the
             reference trains on the unrelabeled DPDN labels.
     """
 
@@ -221,11 +221,11 @@ class NocsTrainingDataset(_TrainingBase):
 
 
 class HouseCat6DTrainingDataset(_TrainingBase):
-    """HouseCat6D training samples (spec §5.5): every ``rgb/*.png`` of every training scene.
+    """HouseCat6D training samples (docs/data_formats.md §5.5): every ``rgb/*.png`` of every training scene.
 
     Differences from NOCS: per-scene intrinsics, 852 × 1096 images, metric size label
     (``gt_scales``), symmetric ids {1, 2, 7}, and no ``model``/``qo``/``pc_mask``. Where the reference
-    crashes on an instance without usable pixels (pitfall P13) we try the frame's other instances in
+    crashes on an instance without usable pixels (docs/data_formats.md P13) we try the frame's other instances in
     a random order, then redraw the image, counting each skip.
 
     Args:
@@ -320,7 +320,7 @@ def _test_instances(
     ``detections`` are ``(mask, bbox, category)``; a detection is kept when it has more than
     `MIN_TEST_POINTS` usable pixels — counted inside the window (NOCS) or in the whole image
     (HouseCat6D, `whole_image_count`; its instances with an empty window are then dropped and
-    counted, pitfall P14).
+    counted, docs/data_formats.md P14).
     """
     rules = dict(min_window_points=0, min_image_points=MIN_TEST_POINTS) if whole_image_count else dict(
         min_window_points=MIN_TEST_POINTS)
@@ -339,14 +339,14 @@ def _test_instances(
 
 
 class NocsTestDataset(Dataset):
-    """REAL275 / CAMERA25 test images built from segmentation results (spec §4).
+    """REAL275 / CAMERA25 test images built from segmentation results (docs/data_formats.md §4).
 
     One item per ``results_*.pkl`` in sorted order. Each item holds the model inputs of the kept
     detections (``pts`` (K, N, 3), ``rgb`` (K, 3, S, S), ``choose`` (K, N), ``category_label`` (K,)),
     the kept ``pred_class_ids``/``pred_bboxes``/``pred_scores``, the ground truth as stored, ``index``,
-    ``frame`` and ``result_name`` (the source pickle's file name: name outputs after it, pitfall P4).
+    ``frame`` and ``result_name`` (the source pickle's file name: name outputs after it, docs/data_formats.md P4).
     An image without any kept detection, or a CAMERA image whose composed depth is missing, gives
-    K = 0 (a result with zero predictions, pitfall P5) and a counted skip, instead of the reference's
+    K = 0 (a result with zero predictions, docs/data_formats.md P5) and a counted skip, instead of the reference's
     redraw of another image.
 
     Args:
@@ -452,12 +452,12 @@ class NocsTestDataset(Dataset):
 
 
 class HouseCat6DTestDataset(Dataset):
-    """HouseCat6D test images with ground-truth masks as detections (spec §5.6).
+    """HouseCat6D test images with ground-truth masks as detections (docs/data_formats.md §5.6).
 
     One item per ``test_scene*/rgb/*.png`` (scenes and frames sorted). Items have the same keys as
     `NocsTestDataset`; ``result_name`` is ``<scene folder>/<frame>.pkl``. Kept instances have more
     than 16 usable pixels in the whole image; an instance whose crop window has none is dropped and
-    counted, and an image with none kept gives K = 0 (pitfall P14).
+    counted, and an image with none kept gives K = 0 (docs/data_formats.md P14).
 
     Args:
         root: dataset root holding ``test_scene*/``.

@@ -1,4 +1,4 @@
-"""Depth hole filling exactly as the reference pipeline does it (spec `data_formats.md` §3.3).
+"""Depth hole filling exactly as the reference pipeline does it (`docs/data_formats.md` §3.3).
 
 The reference calls ``fill_missing(depth_mm, 1000, 1)``: millimetres → metres, the multi-scale
 dilation routine of Ku et al. ("In Defense of Classical Image Processing: Fast Depth Completion on
@@ -6,7 +6,7 @@ the CPU", CRV 2018) with ``max_depth = 3.0`` m and a bilateral blur, then back t
 keep every OpenCV call, kernel, threshold and float32 rounding step of that routine so the output is
 bit-identical; only the two per-column "top mask" loops are vectorized (same result).
 
-Consequences kept on purpose (pitfall P17): depths beyond 3 m are lost or replaced by filled
+Consequences kept on purpose (docs/data_formats.md P17): depths beyond 3 m are lost or replaced by filled
 neighbours, pixels above the top-most valid pixel of a column stay 0, and outputs may be negative
 (they fail every ``depth > 0`` test downstream).
 """

@@ -1,6 +1,6 @@
 """Turn one frame record into network input: crop window, pixel choice, back-projection, targets.
 
-Shared by every dataset and by `cleanpose.engine.predict` (spec `data_formats.md` §3.2–§3.7, §4.2,
+Shared by every dataset and by `cleanpose.engine.predict` (`docs/data_formats.md` §3.2–§3.7, §4.2,
 §5.5–§5.6): `build_instance` chains the steps for one object. Each step is a small function whose
 rounding path follows the reference so that, given the same random draws, the sample equals the
 reference's: depth is millimetres on entry (float32 after `fill_missing`) and metres from
@@ -29,7 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 MAX_WINDOW = 440
-"""Largest crop side of `crop_window`, pixels (pitfall P18: larger objects are cut)."""
+"""Largest crop side of `crop_window`, pixels (docs/data_formats.md P18: larger objects are cut)."""
 
 MIN_TEST_POINTS = 16
 """A test detection is kept only with more than this many valid pixels (reference rule, §4.2)."""
@@ -56,7 +56,7 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def crop_window(bbox, image_height: int, image_width: int, max_size: int = MAX_WINDOW) -> CropWindow:
-    """The reference's square crop window ``get_bbox`` (spec §3.4).
+    """The reference's square crop window ``get_bbox`` (docs/data_formats.md §3.4).
 
     Side ``ws = min((max(h, w) // 40 + 1)·40, max_size)`` (strictly larger than the box unless capped),
     centred on ``((y1 + y2)//2, (x1 + x2)//2)``, then shifted into the image: down if it starts above
@@ -264,7 +264,7 @@ class InstanceSkipped(Exception):
 
 
 class PoseLabel(NamedTuple):
-    """Ground truth of one training instance (spec §3.6, §5.5).
+    """Ground truth of one training instance (docs/data_formats.md §3.6, §5.5).
 
     Attributes:
         rotation: (3, 3) normalized object → camera.
@@ -299,7 +299,7 @@ class BuiltInstance(NamedTuple):
 
 
 def pose_targets(points: np.ndarray, label: PoseLabel) -> dict[str, torch.Tensor]:
-    """Training targets of one instance (spec §3.6).
+    """Training targets of one instance (docs/data_formats.md §3.6).
 
     Args:
         points: (N, 3) metres, the (noisy) sampled points, before rounding to float32.
@@ -351,7 +351,7 @@ def build_instance(
 ) -> BuiltInstance:
     """One object of one frame as network input: crop → back-projection → colour → sample dict.
 
-    Steps (spec §3.3–§3.7, §4.2 step 4): usable pixels = instance mask AND depth > 0; crop window
+    Steps (docs/data_formats.md §3.3–§3.7, §4.2 step 4): usable pixels = instance mask AND depth > 0; crop window
     of `bbox` (`crop_window`); `num_points` of the window's usable pixels drawn (`sample_indices`,
     one ``rng.choice``) and back-projected; with `augment`, clipped Gaussian point noise (``rng``),
     colour jitter (`augment`) and RGB noise (``rng``), in the reference's order; crop resized to

@@ -86,5 +86,5 @@ def step_generator(seed: int, epoch: int, step: int, shard: int, device: torch.d
 
 
 def queue_random_state(seed: int, epoch: int, step: int, shard: int) -> np.random.RandomState:
-    """The legacy NumPy generator of one shard's confounder-queue draw at one step (model.md Q3)."""
+    """The legacy NumPy generator of one shard's confounder-queue draw at one step (docs/model.md Q3)."""
     return legacy_random_state([seed, epoch, step, shard, 11])

@@ -1,4 +1,4 @@
-"""The initial confounder queue (data_formats.md §6, reference ``queue_extraction.py``).
+"""The initial confounder queue (docs/data_formats.md §6, reference ``queue_extraction.py``).
 
 Walks the training batches of epoch 0 in step order (CAMERA shard first, then REAL, as the reference
 zips them), encodes each sample's raw, uncentred camera-frame points with the frozen ULIP

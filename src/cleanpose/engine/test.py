@@ -1,9 +1,9 @@
 """Testing: run a checkpoint over a test set, write per-image result pickles, score them.
 
-The result pickles have exactly the keys of the reference ``test_func`` (data_formats.md §4.4), so
+The result pickles have exactly the keys of the reference ``test_func`` (docs/data_formats.md §4.4), so
 `cleanpose evaluate` and the official evaluation code read them alike. Differences from the reference,
 on purpose: images are processed in sorted order and each output is named after its source file
-(pitfall P4); an image without usable detections gets a result with zero predictions instead of being
+(docs/data_formats.md P4); an image without usable detections gets a result with zero predictions instead of being
 replaced by another image (P5); the confounder-queue draw of image i uses a legacy RandomState keyed by
 (seed, i), so results do not depend on the order or number of images run before. The objects of
 consecutive images run together (up to `OBJECTS_PER_FORWARD` per forward), each with its image's draw.

@@ -1,4 +1,4 @@
-"""The official NOCS / HouseCat6D pose metrics (metrics.md), vectorized.
+"""The official NOCS / HouseCat6D pose metrics (docs/metrics.md), vectorized.
 
 Typical use::
 

@@ -1,4 +1,4 @@
-"""The reference's sort order for equal values: a port of NumPy's generic ``argsort`` (metrics.md §6.3).
+"""The reference's sort order for equal values: a port of NumPy's generic ``argsort`` (docs/metrics.md §6.3).
 
 The official metric code calls ``np.argsort`` (kind ``quicksort``) on scores, IoUs and pose errors, and
 its numbers depend on the order that sort gives equal values. NumPy's generic ``quicksort`` — what every

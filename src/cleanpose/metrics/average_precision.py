@@ -1,4 +1,4 @@
-"""VOC "all points" average precision of the official NOCS metric (metrics.md §7)."""
+"""VOC "all points" average precision of the official NOCS metric (docs/metrics.md §7)."""
 
 from __future__ import annotations
 

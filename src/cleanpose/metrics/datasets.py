@@ -1,4 +1,4 @@
-"""Per-dataset constants of the official metrics: class tables and symmetry lists (metrics.md §2, §9)."""
+"""Per-dataset constants of the official metrics: class tables and symmetry lists (docs/metrics.md §2, §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The official NOCS / HouseCat6D pose metrics over a result set (metrics.md §6–§8).
+"""The official NOCS / HouseCat6D pose metrics over a result set (docs/metrics.md §6–§8).
 
 The costly part is per pair and done once, vectorized over every (prediction, gt) pair of the same
 image and class: both IoUs and both pose errors. Matching then runs for all thresholds at once, on
@@ -43,7 +43,7 @@ __all__ = [
 IOU_THRESHOLDS = np.arange(101) / 100
 """(101,) IoU thresholds 0.00, 0.01, …, 1.00 (``i/100`` is exactly the literal 0.25, 0.1, …)."""
 POSE_GATE_IOU = 0.1
-"""Official-IoU threshold a pair must pass to enter the pose metric (metrics.md §6.2)."""
+"""Official-IoU threshold a pair must pass to enter the pose metric (docs/metrics.md §6.2)."""
 HEADLINE_IOU_KEYS = {"iou25": 0.25, "iou50": 0.5, "iou75": 0.75}
 """metrics.json key → IoU threshold."""
 HEADLINE_POSE_KEYS = {"5deg2cm": (5.0, 2.0), "5deg5cm": (5.0, 5.0), "10deg2cm": (10.0, 2.0), "10deg5cm": (10.0, 5.0)}
@@ -139,13 +139,13 @@ def evaluate_results(
     origins: Sequence[str] | None = None,
     tie_order: TieOrder = "reference",
 ) -> Metrics:
-    """Score a result set with the official metrics of ``dataset`` (metrics.md).
+    """Score a result set with the official metrics of ``dataset`` (docs/metrics.md).
 
     Args:
         results: one result dict per image (keys in ``cleanpose.metrics.results_io``), in image order.
         dataset: ``"nocs"`` (CAMERA25 / REAL275) or ``"housecat6d"``.
         origins: per dict, a name used in error messages (``load_results`` gives them).
-        tie_order: how equal scores, IoUs and pose errors are ordered (metrics.md §6.3): ``"reference"``
+        tie_order: how equal scores, IoUs and pose errors are ordered (docs/metrics.md §6.3): ``"reference"``
             as the official code's ``np.argsort`` (NumPy's generic introsort, the same on every machine),
             or ``"stable"`` (descending: among equal values the later one first).
     Returns:
@@ -258,7 +258,7 @@ def _rows_of_images(classes: np.ndarray, image_of_row: np.ndarray, images: np.nd
 
 
 def match_arrays(arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order: TieOrder = "reference") -> Matches:
-    """Match every image and class of a result set at every threshold (metrics.md §6)."""
+    """Match every image and class of a result set at every threshold (docs/metrics.md §6)."""
     if tie_order not in TIE_ORDERS:
         raise ValueError(f"tie_order must be one of {TIE_ORDERS}; got {tie_order!r}")
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
@@ -302,7 +302,7 @@ def match_arrays(arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order:
 def average_precisions(
     matches: Matches, tie_order: TieOrder = "reference"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class, the VOC APs (fractions) of pooled matches (metrics.md §7).
+    """Per class, the VOC APs (fractions) of pooled matches (docs/metrics.md §7).
 
     Returns:
         ``(iou_ap (K, T), axis_aligned_ap (K, T), pose_ap (K, Tp))`` for the thresholds of ``matches``.
@@ -341,7 +341,7 @@ class _GroupLayout:
         keys = np.unique(np.concatenate([gt_key, pred_key]))
         gt_group = np.searchsorted(keys, gt_key)
         pred_group = np.searchsorted(keys, pred_key)
-        # score descending; equal scores: the later stored prediction first (metrics.md §6.3) ...
+        # score descending; equal scores: the later stored prediction first (docs/metrics.md §6.3) ...
         pred_order = np.lexsort((-arrays.pred_instance, -arrays.pred_score, pred_group))
         if tie_order == "reference":  # ... which is the reference's order in groups of up to 16
             _reorder_large_groups(pred_order, pred_group, arrays.pred_score)

@@ -1,6 +1,6 @@
 """3-D IoU of (prediction, gt) box pairs: the official NOCS IoU with its axis bug, and the axis-aligned one.
 
-Both follow metrics.md §3–§4. Box 1 is always the prediction, box 2 the gt. A pose is a 4×4 similarity
+Both follow docs/metrics.md §3–§4. Box 1 is always the prediction, box 2 the gt. A pose is a 4×4 similarity
 ``[[s·R, t], [0, 0, 0, 1]]`` (camera from normalized object frame, metres); extents are the box sides in
 the normalized object frame. Every function works on N pairs at once, in float64.
 """
@@ -16,7 +16,7 @@ from cleanpose.geometry import box_corners
 __all__ = ["SYMMETRY_STEPS", "axis_aligned_iou", "nocs_iou", "transformed_box_corners"]
 
 SYMMETRY_STEPS = 20
-"""Rotations of the y-symmetric search: ``2π·i/20`` for i = 0..19 (metrics.md §4.3)."""
+"""Rotations of the y-symmetric search: ``2π·i/20`` for i = 0..19 (docs/metrics.md §4.3)."""
 
 
 def _y_rotations() -> np.ndarray:
@@ -98,7 +98,7 @@ def nocs_iou(
     gt_extents: np.ndarray,
     symmetric: np.ndarray,
 ) -> np.ndarray:
-    """The official NOCS 3-D IoU, axis bug included (metrics.md §4.2–4.3).
+    """The official NOCS 3-D IoU, axis bug included (docs/metrics.md §4.2–4.3).
 
     For each corner k the official code takes ``hi_k = max(x_k, y_k, z_k)``, ``lo_k = min(...)`` — the
     max/min over the wrong axis — and intersects the resulting 8 intervals. For ``symmetric`` pairs the
@@ -124,7 +124,7 @@ def axis_aligned_iou(
     gt_extents: np.ndarray,
     symmetric: np.ndarray,
 ) -> np.ndarray:
-    """IoU of the camera-frame axis-aligned bounding boxes of the two oriented boxes (metrics.md §4.4).
+    """IoU of the camera-frame axis-aligned bounding boxes of the two oriented boxes (docs/metrics.md §4.4).
 
     The corrected ("CATRE-style") IoU: per camera axis, ``lo``/``hi`` = min/max over the 8 transformed
     corners. Same y-symmetric search as ``nocs_iou``. Arguments and result as in ``nocs_iou``.

@@ -1,6 +1,6 @@
 """Greedy matching of predictions to gts inside one (image, class) group, for many thresholds at once.
 
-metrics.md §6. Each function takes a batch of B groups padded to P predictions and G gts; the
+docs/metrics.md §6. Each function takes a batch of B groups padded to P predictions and G gts; the
 predictions are already in processing order (score descending, equal scores as the reference sorts them,
 §6.3) and the gts in stored order. Every threshold is matched independently; the loop runs over the P
 prediction slots only, everything else is vectorized over groups, thresholds and gts. Each prediction walks
@@ -19,7 +19,7 @@ __all__ = ["match_by_iou", "match_by_pose", "walk_ranks"]
 def walk_ranks(
     values: np.ndarray, pred_valid: np.ndarray, gt_valid: np.ndarray, *, descending: bool, tie_order: TieOrder
 ) -> np.ndarray:
-    """Position of each gt in a prediction's walk over the gts sorted by ``values`` (metrics.md §6.1, §6.2).
+    """Position of each gt in a prediction's walk over the gts sorted by ``values`` (docs/metrics.md §6.1, §6.2).
 
     The reference sorts each prediction's row over the valid gts only, ascending with ``np.argsort``
     (reversed for ``descending``). Among valid gts of a row, the ranks order them exactly as that walk.

@@ -1,6 +1,6 @@
 """Rotation and translation errors of (prediction, gt) pose pairs, as the official NOCS metric defines them.
 
-metrics.md §5. Poses are 4×4 similarities ``[[s·R, t], [0, 0, 0, 1]]`` (camera from object, metres),
+docs/metrics.md §5. Poses are 4×4 similarities ``[[s·R, t], [0, 0, 0, 1]]`` (camera from object, metres),
 decomposed with ``s = cbrt(det(s·R))``. Every function works on N pairs at once, in float64.
 """
 
@@ -16,7 +16,7 @@ def official_rotation_error_deg(pred_pose: np.ndarray, gt_pose: np.ndarray, y_sy
 
     * ``y_symmetric`` pairs: the angle between the two object y axes, ``arccos(a·b / (‖a‖‖b‖))`` with
       **no clipping**: when rounding pushes the cosine past ±1 the result is NaN, and NaN passes every
-      rotation threshold in matching (a reference quirk we keep; metrics.md §5).
+      rotation threshold in matching (a reference quirk we keep; docs/metrics.md §5).
     * other pairs: the geodesic angle ``arccos(clip((trace(R1 R2ᵀ) − 1)/2, −1, 1))``.
 
     Unlike ``cleanpose.geometry.rotation_error_deg`` this may return NaN.

@@ -1,4 +1,4 @@
-"""Writing ``Metrics``: metrics.json, metrics.csv, metrics.md and the AP curves (metrics.md §11)."""
+"""Writing ``Metrics``: metrics.json, metrics.csv, metrics.md and the AP curves (docs/metrics.md §11)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _number(value: float) -> float | None:
 
 
 def metrics_to_json(metrics: Metrics) -> dict:
-    """The metrics.json document of metrics.md §11 (NaN → ``None``, classes in id order)."""
+    """The metrics.json document of docs/metrics.md §11 (NaN → ``None``, classes in id order)."""
     headline = metrics.headline()
     keys = [*HEADLINE_IOU_KEYS, *HEADLINE_POSE_KEYS]
     return {

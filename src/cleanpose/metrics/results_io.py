@@ -1,4 +1,4 @@
-"""Reading and checking per-image result dicts (metrics.md §1, §12).
+"""Reading and checking per-image result dicts (docs/metrics.md §1, §12).
 
 A result dict holds one test image: ``gt_class_ids`` (n,), ``gt_RTs`` (n, 4, 4), ``gt_scales`` (n, 3),
 optional ``gt_handle_visibility`` (n,), ``pred_class_ids`` (m,), ``pred_scores`` (m,), ``pred_RTs``
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["LoadedResults", "ResultArrays", "collect_results", "find_result_files", "load_results"]
 
 ORTHONORMALITY_TOLERANCE = 1e-3
-"""Largest accepted Frobenius norm of ``RᵀR − I`` after removing the scale (metrics.md §12)."""
+"""Largest accepted Frobenius norm of ``RᵀR − I`` after removing the scale (docs/metrics.md §12)."""
 
 _GT_KEYS = {"gt_class_ids": (), "gt_RTs": (4, 4), "gt_scales": (3,)}
 _PRED_KEYS = {"pred_class_ids": (), "pred_scores": (), "pred_RTs": (4, 4), "pred_scales": (3,)}
@@ -155,7 +155,7 @@ def _check_values(prefix: str, arrays: dict, image, instance, origins, spec: Dat
 def collect_results(
     results: Sequence[dict], dataset: str | DatasetSpec, origins: Sequence[str] | None = None
 ) -> ResultArrays:
-    """Check a result set (metrics.md §12) and flatten it into ``ResultArrays``.
+    """Check a result set (docs/metrics.md §12) and flatten it into ``ResultArrays``.
 
     Args:
         results: one dict per image, in image order (the order matters only for equal scores).
@@ -233,7 +233,7 @@ def _positions(counts: list[int]) -> np.ndarray:
 
 
 def find_result_files(path: str | Path, dataset: str) -> list[Path]:
-    """The result pickles of a folder, in evaluation order (metrics.md §1.2).
+    """The result pickles of a folder, in evaluation order (docs/metrics.md §1.2).
 
     NOCS: ``results*.pkl`` directly inside ``path`` if there are any, else every ``*.pkl`` below it;
     HouseCat6D: every ``*.pkl`` below it. Sorted by path relative to ``path``.

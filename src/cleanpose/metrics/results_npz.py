@@ -1,4 +1,4 @@
-"""Per-image result dicts in one ``.npz`` file, read without ``pickle`` (metrics.md §1).
+"""Per-image result dicts in one ``.npz`` file, read without ``pickle`` (docs/metrics.md §1).
 
 Pickles run code when loaded; this format does not (``np.load(allow_pickle=False)``). It holds the same
 fields as the reference's result pickles. Layout of the archive, for N images:

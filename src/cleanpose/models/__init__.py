@@ -1,6 +1,6 @@
 """The CleanPose network, one module per concept of the paper.
 
-``build_model`` and ``load_checkpoint`` are the entry points (model.md §16b)::
+``build_model`` and ``load_checkpoint`` are the entry points (docs/model.md §16b)::
 
     from cleanpose.models import load_checkpoint
     model = load_checkpoint("ours.pth")          # CPU, eval mode, queue loaded

@@ -1,4 +1,4 @@
-"""RGB backbones: per-pixel image features gathered at the object's sampled pixels (model.md §4).
+"""RGB backbones: per-pixel image features gathered at the object's sampled pixels (docs/model.md §4).
 
 Both backbones map a crop ``images`` (B, 3, H, W) and the flat pixel indices ``choose`` (B, N) of the
 sampled points to ``rgb_local`` (B, 128, N). The forward is split into ``forward_features`` (the dense or
@@ -94,7 +94,7 @@ def dinov2_position_embedding(
     DINOv2 (``interpolate_pos_encoding``) resizes the square M x M patch part with
     ``F.interpolate(mode="bicubic", antialias=False, scale_factor=((h + 0.1) / M, (w + 0.1) / M))``.
     Giving a scale factor rather than ``size=(h, w)`` changes the sampling positions, so timm's resampling
-    does not reproduce it (model.md §4a). The class position is kept as is. At the pretraining grid the
+    does not reproduce it (docs/model.md §4a). The class position is kept as is. At the pretraining grid the
     embedding is returned unchanged.
 
     Args:
@@ -170,7 +170,7 @@ def bilinear_sample_at_pixels(
 
 
 class DinoV2ViTS14(nn.Module):
-    """Frozen DINOv2 ViT (ViT-S/14 by default) with a trainable 1x1 projection (model.md §4a).
+    """Frozen DINOv2 ViT (ViT-S/14 by default) with a trainable 1x1 projection (docs/model.md §4a).
 
     Features are the patch tokens after the last block and **before** the final norm, on the
     (H/14, W/14) grid, bilinearly upsampled (``align_corners=False``) to (H, W), taken at ``choose`` and
@@ -385,7 +385,7 @@ _UPSAMPLE_DROPOUT = 0.15
 
 
 class PSPResNet18(nn.Module):
-    """ResNet18 at output stride 8 with a PSP decoder back to full resolution (model.md §4b).
+    """ResNet18 at output stride 8 with a PSP decoder back to full resolution (docs/model.md §4b).
 
     The trunk is torchvision's ResNet18 (BasicBlock [2, 2, 2, 2]) with layers 3 and 4 at stride 1 and
     dilation 1 (the reference passes dilation arguments that its ResNet ignores), so a 224 input gives a

@@ -1,5 +1,5 @@
 """The network checkpoint: the file ``cleanpose convert-checkpoint`` and training write, and
-:func:`load_checkpoint` reads (model.md §16b).
+:func:`load_checkpoint` reads (docs/model.md §16b).
 
 A checkpoint is a ``torch.save`` dict readable with ``weights_only=True``:
 

@@ -1,4 +1,4 @@
-"""Convert between the reference CleanPose checkpoints and ours (model.md §16a).
+"""Convert between the reference CleanPose checkpoints and ours (docs/model.md §16a).
 
 The reference (chrislin0621/CleanPose) saves a bare ``state_dict`` of its ``Net`` without the ``ULIP_model.*``
 teacher: 750 keys with the DINOv2 backbone, 733 with PSP-ResNet18 (``cleanpose_state_dict_keys.tsv``), and

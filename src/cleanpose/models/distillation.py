@@ -1,4 +1,4 @@
-"""Residual knowledge distillation: the student head and the frozen 3-D teachers (model.md §11).
+"""Residual knowledge distillation: the student head and the frozen 3-D teachers (docs/model.md §11).
 
 * :class:`ResidualDistillationHead` turns the point encoder's per-point features into a 768-d student
   feature: average pool, L2 normalise, add a zero-initialised residual MLP scaled by 0.1, project.
@@ -7,7 +7,7 @@
   FPS + kNN grouping, a mini-PointNet per group, a 12-block pre-norm transformer, and the output
   ``cat[CLS token, max over group tokens]`` (768-d, before ULIP's ``pc_projection``).
 * :class:`PointNet2SSGTeacher` is the ULIP(-1) PointNet++ SSG point encoder whose 256-d feature seeds
-  the confounder queue (data_formats.md §6).
+  the confounder queue (docs/data_formats.md §6).
 
 Teachers are frozen (``requires_grad=False``) and never saved in our checkpoints; their weights come
 from the official ULIP checkpoint files through :func:`load_ulip_checkpoint`. Of those files only the
@@ -424,7 +424,7 @@ class PointBERTTeacher(_FrozenTeacher):
     """ULIP-2 PointBERT point encoder, frozen; output ``cat[x_CLS, max over groups]`` (B, 2·trans_dim).
 
     Grouping: ``num_groups`` centres by the votenet furthest point sampling (with its near-origin skip,
-    model.md §2), then the ``group_size`` nearest points of each centre by the matrix-product squared
+    docs/model.md §2), then the ``group_size`` nearest points of each centre by the matrix-product squared
     distance ``‖c‖² + ‖p‖² − 2c·p`` (as the reference), taken relative to their centre. Each group goes
     through the mini-PointNet (``patch_encoder``), ``reduce_dim``, and gets a positional embedding
     ``pos_embed(centre)``; a CLS token with its own ``cls_pos`` is prepended. Every block computes

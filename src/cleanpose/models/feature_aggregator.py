@@ -1,4 +1,4 @@
-"""Geometric-aware feature aggregator (AG-Pose GAFA; model.md §6).
+"""Geometric-aware feature aggregator (AG-Pose GAFA; docs/model.md §6).
 
 Each block refines the keypoint features twice: first from the keypoint's k nearest object points (their
 features plus an encoding of their offsets, weighted by cosine similarity to the keypoint), then from the

@@ -1,4 +1,4 @@
-"""Front-door causal module of CleanPose (model.md §7).
+"""Front-door causal module of CleanPose (docs/model.md §7).
 
 Front-door adjustment replaces ``P(Y | X)`` by ``Σ_m P(m | X) Σ_x' P(Y | m, x') P(x')``: the keypoint
 features (the mediator) are combined with features of *other* instances of the same category, drawn from a
@@ -197,7 +197,7 @@ class ConfounderQueue(nn.Module):
     def sample_indices(self, num_samples: int, random_state: np.random.RandomState | None = None) -> torch.Tensor:
         """The reference draw: per category c = 0..C−1 in order, ``choice(Q, S, replace=False)``.
 
-        This is the one place in cleanpose that may use NumPy's global legacy RNG (style guide, model.md Q3):
+        This is the one place in cleanpose that may use NumPy's global legacy RNG (style guide, docs/model.md Q3):
         with ``random_state=None`` it draws from ``numpy.random``'s global ``RandomState`` exactly as the
         reference does, so a seeded reference run can be reproduced. Pass a ``RandomState`` to keep the
         draws independent of global state.

@@ -1,4 +1,4 @@
-"""Instance-adaptive keypoint detector (AG-Pose IAKD; model.md §5).
+"""Instance-adaptive keypoint detector (AG-Pose IAKD; docs/model.md §5).
 
 A fixed set of K learned queries attends to the fused per-point features of one object. Each adapted query
 then scores every point by cosine similarity, and a sharp softmax over the points turns the scores into a

@@ -1,4 +1,4 @@
-"""Training losses of CleanPose (model.md §12; reference ``model/Net.py: Loss``, ``model/losses.py``).
+"""Training losses of CleanPose (docs/model.md §12; reference ``model/Net.py: Loss``, ``model/losses.py``).
 
 Each term is a small pure function; :class:`CleanPoseLoss` weights and sums them. Distances are Euclidean
 norms of coordinate differences, computed as ``‖a − b‖`` over the last axis exactly like the reference (no
@@ -103,7 +103,7 @@ def nocs_target(
 
     Args:
         keypoints: (B, K, 3) float, metres, camera frame. Not detached: the NOCS loss also moves the
-            keypoints, as in the reference (model.md Q10).
+            keypoints, as in the reference (docs/model.md Q10).
         rotation_gt: (B, 3, 3) float, camera-from-object.
         translation_gt: (B, 3) float, metres.
         size_gt: (B, 3) float, metres; ``‖s‖`` is the NOCS scale (box diagonal).
@@ -179,7 +179,7 @@ def masked_chamfer_distance(points: torch.Tensor, reconstruction: torch.Tensor, 
 
     For object b with ``mask[b]`` selecting ``n_b > 0`` points:
     ``½ mean_{i∈mask} min_j ‖p_i − r_j‖ + ½ mean_j min_{i∈mask} ‖p_i − r_j‖``. Objects with ``n_b = 0`` add
-    nothing but still count in the divisor B (reference ``ChamferDis_with_mask``, model.md Q11; where every
+    nothing but still count in the divisor B (reference ``ChamferDis_with_mask``, docs/model.md Q11; where every
     object is empty the reference fails, here the loss is 0).
 
     Args:
@@ -214,7 +214,7 @@ def delta_loss(deltas: torch.Tensor) -> torch.Tensor:
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """``mean_b ‖student_b − teacher_b‖₂``, neither side normalised (model.md §11).
+    """``mean_b ‖student_b − teacher_b‖₂``, neither side normalised (docs/model.md §11).
 
     Args:
         student: (B, F) float, projected student feature.

@@ -1,6 +1,6 @@
-"""The assembled CleanPose network and ``build_model`` (model.md §0, §16); checkpoints: ``models/checkpoint.py``.
+"""The assembled CleanPose network and ``build_model`` (docs/model.md §0, §16); checkpoints: ``models/checkpoint.py``.
 
-Data flow of one forward (model.md §0), B objects of N points:
+Data flow of one forward (docs/model.md §0), B objects of N points:
 
 1. Queue draw (no gradient, before anything else): S entries per category from the confounder queue,
    ``queue_feats = drawn[category]`` (B, S, 256). An explicit ``queue_idx`` (C, S), or (B, C, S) with one
@@ -24,7 +24,7 @@ extras.
 Outputs: every key has one shape, unit and frame in both modes (:meth:`CleanPoseNet.forward` lists them);
 a few exist only in training. Before this layout, ``recon_model`` was (B, 3, P·K) in the centred frame in
 eval and (B, P·K, 3) in the camera frame in training; it is now the training (loss) tensor only, and the
-eval debug tensor of model.md §16b is ``local_recon_model.transpose(1, 2)``. ``kpt_nocs`` /
+eval debug tensor of docs/model.md §16b is ``local_recon_model.transpose(1, 2)``. ``kpt_nocs`` /
 ``pred_kpt_nocs`` and ``heat_map`` / ``pred_heat_map`` (the reference's eval and train names of one
 tensor) are both present in both modes.
 """
@@ -220,7 +220,7 @@ class CleanPoseNet(nn.Module):
             batch: ``rgb`` (B, 3, H, W) float32 ImageNet-normalised crop; ``pts`` (B, N, 3) float32 metres,
                 camera frame; ``choose`` (B, N) int64 flat pixel index into the crop; ``category_label``
                 (B,) or (B, 1) int64, 0-based. Not modified.
-            queue_idx: (C, S) int64, the queue entries to draw per category (model.md §16c); None draws
+            queue_idx: (C, S) int64, the queue entries to draw per category (docs/model.md §16c); None draws
                 with :meth:`ConfounderQueue.sample_indices` from ``queue_random_state``. A (B, C, S) tensor
                 gives each object its own draw (``queue_feats[b, j] = queue[cls_b, queue_idx[b, cls_b, j]]``):
                 the test path runs the objects of several images, each with its image's draw, in one forward.
@@ -228,7 +228,7 @@ class CleanPoseNet(nn.Module):
                 RGB backbone's dropout and the teacher's DropPath masks.
             augmentation: training only: explicit ``(rotation (B,3,3), translation (B,1,3), scale (B,1))``.
             queue_random_state: legacy NumPy generator of the default queue draw; None means NumPy's global
-                one, as in the reference (model.md Q3).
+                one, as in the reference (docs/model.md Q3).
             update_queue: training only: push the pooled keypoint features into the queue (FIFO) as the
                 reference does; False leaves that to the caller (the trainer pushes the features of every
                 shard of every rank, gathered, so all queues stay equal).
@@ -247,7 +247,7 @@ class CleanPoseNet(nn.Module):
             * ``recon_delta`` (B,P·K,3) m: reconstruction offsets from the keypoints (no frame shift).
             * ``local_rotation`` (B,3,3), ``local_translation`` (B,3) m, ``local_size`` (B,3) m,
               ``local_kpt_3d`` (B,K,3) m, ``local_recon_model`` (B,P·K,3) m: pose head output, keypoints and
-              reconstruction in the network frame (model.md §16b's eval ``recon_model`` (B,3,P·K) is
+              reconstruction in the network frame (docs/model.md §16b's eval ``recon_model`` (B,3,P·K) is
               ``local_recon_model.transpose(1, 2)``).
             * Debug features: ``pts_local``, ``rgb_local`` (B,128,N), ``kpt_query``, ``kpt_feature_gafa``,
               ``kpt_feature`` (B,K,D); ``queue_feats`` (B,S,D) with ``use_front_door``.
@@ -449,7 +449,7 @@ def _to_camera_frame(
     """``pred_*`` (and in training ``recon_model``) from the network-frame ``local_*`` outputs.
 
     Eval: ``+ c``. Training: ``x ↦ ds·(x·dRᵀ) + dt + c`` for points, ``dR·R`` for the rotation,
-    ``dt + ds·(dR·t) + c`` for the translation and ``ds·s`` for the size (model.md §0).
+    ``dt + ds·(dR·t) + c`` for the translation and ``ds·s`` for the size (docs/model.md §0).
 
     Args:
         local: ``local_rotation`` (B,3,3), ``local_translation`` (B,3), ``local_size`` (B,3),

@@ -1,4 +1,4 @@
-"""Per-category NOCS coordinates of the keypoints by bin classification (AG-Pose; model.md §8).
+"""Per-category NOCS coordinates of the keypoints by bin classification (AG-Pose; docs/model.md §8).
 
 Each NOCS axis is split into ``num_bins`` equal bins over [-0.5, 0.5). The head predicts, for every category,
 a distribution over the bins of each axis; the object's own category is selected and the coordinate is the

@@ -1,4 +1,4 @@
-"""PointNet++ multi-scale-grouping encoder, the per-point geometry branch (model.md §3).
+"""PointNet++ multi-scale-grouping encoder, the per-point geometry branch (docs/model.md §3).
 
 :class:`PointNet2MSG` turns a centred cloud (B, N, 3) into per-point features (B, 128, N): four
 set-abstraction (SA) levels sample ever fewer centres by furthest point sampling and pool ball
@@ -271,7 +271,7 @@ class PointNet2MSG(nn.Module):
 
         Args:
             points: (B, N, 3) float32, metres, centred on the cloud's mean (the FPS skip rule refers to the
-                origin of this frame, model.md Q8).
+                origin of this frame, docs/model.md Q8).
 
         Returns:
             (B, C_out, N) float32 per-point features (C_out = 128 by default).

@@ -1,4 +1,4 @@
-"""Pose and size regression from keypoints (AG-Pose ``PoseSizeEstimator``; model.md §10).
+"""Pose and size regression from keypoints (AG-Pose ``PoseSizeEstimator``; docs/model.md §10).
 
 The head sees the keypoints in the centred camera frame, their predicted NOCS coordinates (the
 correspondence a Umeyama fit would use) and their features, and regresses a rotation in the 6-D

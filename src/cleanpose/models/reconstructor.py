@@ -1,4 +1,4 @@
-"""Shape reconstruction from keypoints (AG-Pose; model.md §9).
+"""Shape reconstruction from keypoints (AG-Pose; docs/model.md §9).
 
 Each keypoint decodes a small patch of ``points_per_keypoint`` points as offsets from itself. The
 reconstruction is supervised by a Chamfer loss to the observed points, which makes the keypoints cover

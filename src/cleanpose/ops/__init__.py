@@ -12,7 +12,7 @@ Conventions shared by every op:
 - Indices are int64 and index the point axis of the tensor named in each docstring.
 - Where a reference CUDA kernel makes a discrete decision on a squared distance (FPS arg-max and skip
   rule, ball-query radius test, three-NN order), the distance is rounded as the *compiled* kernel
-  rounds it. model.md §2 writes ``(dx*dx + dy*dy) + dz*dz``; nvcc's default ``-fmad=true`` turns that
+  rounds it. docs/model.md §2 writes ``(dx*dx + dy*dy) + dz*dz``; nvcc's default ``-fmad=true`` turns that
   into ``fma(dz, dz, fma(dy, dy, dx*dx))`` (checked in the disassembly of the reference's build), and a
   one-ulp difference flips near-ties, so float32 inputs use an exact FMA emulation
   (:func:`fused_multiply_add`).

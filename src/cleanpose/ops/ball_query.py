@@ -1,4 +1,4 @@
-"""Ball query with the semantics of the votenet CUDA kernel (model.md §2)."""
+"""Ball query with the semantics of the votenet CUDA kernel (docs/model.md §2)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Furthest point sampling with the semantics of the votenet CUDA kernel (model.md §2).
+"""Furthest point sampling with the semantics of the votenet CUDA kernel (docs/model.md §2).
 
 The reference network samples its set-abstraction centres (and the PointBERT teacher its group
 centres) with the votenet variant of furthest point sampling. Three details of that kernel change
@@ -123,7 +123,7 @@ def furthest_point_sample(points: torch.Tensor, num_samples: int, *, backend: st
     picked is largest. Per point a running minimum ``temp`` (initially 1e10) of the squared distance
     to the picks is kept, rounded as the compiled kernel rounds it: ``fma(dz, dz, fma(dy, dy, dx*dx))``
     (:func:`~cleanpose.ops.fused_multiply_add`; the squared norm of the skip rule likewise). Points with ``x*x + y*y + z*z <= 1e-3``
-    (about 3.16 cm from the origin) are never candidates (model.md §2, Q8). Point 0 is always the
+    (about 3.16 cm from the origin) are never candidates (docs/model.md §2, Q8). Point 0 is always the
     first pick even if it is such a point.
 
     Ties follow the kernel: with ``T = kernel_num_threads(N)`` threads, thread ``t`` keeps the first

@@ -1,4 +1,4 @@
-"""Gathering features at sampled points and grouping them by neighbourhood (model.md §2).
+"""Gathering features at sampled points and grouping them by neighbourhood (docs/model.md §2).
 
 Both ops are plain gathers along the point axis. Gradients flow to ``features`` through
 ``torch.gather`` (a scatter-add backward, as the reference kernels' ``*_grad`` do); indices get none.

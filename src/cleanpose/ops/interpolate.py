@@ -2,7 +2,7 @@
 
 The feature-propagation step of PointNet++ carries features from a coarse set of "known" points to a
 finer set of "unknown" points: each unknown point takes a weighted sum of the features of its three
-nearest known points, with weights ``1 / (distance + 1e-8)`` normalised to sum to 1 (model.md §2).
+nearest known points, with weights ``1 / (distance + 1e-8)`` normalised to sum to 1 (docs/model.md §2).
 """
 
 from typing import NamedTuple

@@ -110,7 +110,7 @@ def knn_points(
         k: 1 <= K <= N, neighbours per query point.
         distance: ``"direct"`` for ``(dx*dx + dy*dy) + dz*dz``, or ``"expanded"`` for the
             matrix-product form ``‖q‖² + ‖p‖² − 2 q·p`` that the PointBERT teacher uses
-            (model.md §11), whose rounding can reorder near-ties.
+            (docs/model.md §11), whose rounding can reorder near-ties.
         backend: ``"auto"`` or ``"reference"``.
 
     Returns:

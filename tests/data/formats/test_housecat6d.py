@@ -18,7 +18,7 @@ def test_scenes_and_frames(housecat_tree):
 
 
 def test_paths_structural_when_root_contains_rgb(tmp_path):
-    root = build_housecat_tree(tmp_path / "rgb_data", frames_per_scene=1)  # pitfall P12
+    root = build_housecat_tree(tmp_path / "rgb_data", frames_per_scene=1)  # docs/data_formats.md P12
     frame = housecat6d.list_frames(root / "scene01")[0]
     assert frame.depth_path == root / "scene01/depth/000000.png" and frame.depth_path.exists()
     assert frame.instance_path.exists() and frame.label_path.exists()

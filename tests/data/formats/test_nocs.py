@@ -66,7 +66,7 @@ def test_train_frames_missing_and_empty_list(tmp_path):
 
 
 def test_depth_path_is_structural(tmp_path):
-    # A root that itself contains "/camera/" must not be rewritten (pitfall P12).
+    # A root that itself contains "/camera/" must not be rewritten (docs/data_formats.md P12).
     root = tmp_path / "camera" / "data"
     assert nocs.depth_path(root, "camera/train/00012/0003") == root / "camera_full_depths/train/00012/0003_composed.png"
     assert nocs.depth_path(root, "real/test/scene_1/0007") == root / "real/test/scene_1/0007_depth.png"

@@ -2,11 +2,11 @@
 
 Everything here converts between on-disk encodings (PNG, text, pickle) and arrays; this is the only
 place where millimetres, 8-bit NOCS codes and OpenCV's BGR channel order appear. Rules (spec
-`data_formats.md`):
+`docs/data_formats.md`):
 
 * Depth (§1.3): 16-bit single-channel PNG in millimetres (REAL, HouseCat6D, composed CAMERA depth),
   or the CAMERA 8-bit 3-channel encoding ``d = G·256 + R`` (B ignored) whose code 32001 means
-  "no object" and decodes to 0. The channels are widened before combining (NumPy ≥ 2, pitfall P1).
+  "no object" and decodes to 0. The channels are widened before combining (NumPy ≥ 2, docs/data_formats.md P1).
 * Instance mask (§1.4): channel index 2 of a cv2 3-channel read (the single channel of a grey PNG).
 * NOCS map (§1.5): 8-bit RGB codes ``round(255·c)`` of ``c = q + 0.5`` with the z code flipped
   (``B = round(255·(1 − c_z))``); reading divides by 255 and flips z back.

@@ -1,4 +1,4 @@
-"""Reader for HouseCat6D scene folders (spec `data_formats.md` §5).
+"""Reader for HouseCat6D scene folders (`docs/data_formats.md` §5).
 
 Layout under the dataset root::
 
@@ -11,9 +11,9 @@ Layout under the dataset root::
       intrinsics.txt              3 × 3 K
       meta.txt                    one line per object
 
-Per-frame paths are built from the scene folder and the frame name (pitfall P12: the reference
+Per-frame paths are built from the scene folder and the frame name (docs/data_formats.md P12: the reference
 replaces every ``rgb`` in the path string, which breaks roots containing ``rgb``). Test scenes are
-listed in sorted order (the reference globs them unsorted; pitfall P4).
+listed in sorted order (the reference globs them unsorted; docs/data_formats.md P4).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reader for the NOCS dataset (CAMERA and REAL) in the layout left by DPDN preprocessing.
 
-Spec `data_formats.md` §1–§2. Layout under the dataset root::
+See `docs/data_formats.md` §1–§2. Layout under the dataset root::
 
     camera/{train,val}/<FFFFF>/<IIII>_{color,mask,coord,depth}.png, _meta.txt, _label.pkl
     camera/train_list.txt, real/train_list.txt    (frames that passed annotation)
@@ -9,7 +9,7 @@ Spec `data_formats.md` §1–§2. Layout under the dataset root::
     obj_models/camera_train.pkl, obj_models/real_train.pkl
 
 A frame is named by its *relative prefix* under the root, e.g. ``camera/train/00012/0003``; file
-paths are that prefix plus a suffix. Paths are built structurally (pitfall P12): the composed depth
+paths are that prefix plus a suffix. Paths are built structurally (docs/data_formats.md P12): the composed depth
 of ``camera/<split>/<F>/<I>`` is ``camera_full_depths/<split>/<F>/<I>_composed.png`` whatever the root
 is called. Depth stays in millimetres here; intrinsics are fixed per source (§1.8).
 """
@@ -196,7 +196,7 @@ def depth_path(root: str | os.PathLike, prefix: str) -> Path:
     """Depth file the reference reads for a frame: the composed depth for CAMERA, else ``_depth.png``.
 
     ``camera/<split>/<F>/<I>`` → ``camera_full_depths/<split>/<F>/<I>_composed.png`` (only the first
-    path component is replaced, pitfall P12); ``real/...`` → ``real/..._depth.png``.
+    path component is replaced, docs/data_formats.md P12); ``real/...`` → ``real/..._depth.png``.
     """
     parts = PurePosixPath(prefix).parts
     if parts and parts[0] == "camera":
@@ -260,7 +260,7 @@ def read_mug_meta(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, float]
 def relabel_mug(
     rotation: np.ndarray, translation: np.ndarray, scale: float, shift: np.ndarray, mug_scale: float
 ) -> tuple[np.ndarray, np.float32]:
-    """SPD's mug relabel ``t ← t − s·R·shift``, ``s ← s / mug_scale`` (pitfall P6, opt-in).
+    """SPD's mug relabel ``t ← t − s·R·shift``, ``s ← s / mug_scale`` (docs/data_formats.md P6, opt-in).
 
     Brings a mug label into the frame of its SPD-shifted point model (DPDN labels skip this step).
 

@@ -1,6 +1,6 @@
 """Reader for the distributed NOCS segmentation results and writer of per-image result records.
 
-Spec `data_formats.md` §2.8, §4.4, pitfalls P2–P4, P22. One pickle per test image,
+See `docs/data_formats.md` §2.8, §4.4, P2–P4, P22. One pickle per test image,
 ``results_*.pkl``, found in ``results/nocs_results/{real_test,val}`` (where the reference test code
 looks) or else ``segmentation_results/{REAL275,CAMERA25}`` (where its README puts them); the
 contents are identical.
@@ -58,7 +58,7 @@ def list_result_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def frame_prefix_from_image_path(image_path: str) -> str:
-    """Relative frame prefix from a stored ``image_path`` (pitfall P3).
+    """Relative frame prefix from a stored ``image_path`` (docs/data_formats.md P3).
 
     The reference drops the first five characters, assuming ``data/``; we strip a leading ``data/``
     only when present (and a leading ``./``), and otherwise use the path as it is.
@@ -165,7 +165,7 @@ def result_record(
     Returns:
         dict with the ground-truth keys, ``pred_class_ids``, ``pred_bboxes``, ``pred_scores``,
         ``pred_RTs`` (K, 4, 4) float32 ``[[R·‖ŝ‖, t], [0, 1]]`` and ``pred_scales`` (K, 3) float32
-        ``ŝ/‖ŝ‖``. K may be 0 (pitfall P5: an image without usable detection keeps its ground truth).
+        ``ŝ/‖ŝ‖``. K may be 0 (docs/data_formats.md P5: an image without usable detection keeps its ground truth).
     """
     rotations = np.asarray(pred_rotations, dtype=np.float32).reshape(-1, 3, 3)
     translations = np.asarray(pred_translations, dtype=np.float32).reshape(-1, 3)

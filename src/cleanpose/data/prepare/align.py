@@ -1,6 +1,6 @@
 """Similarity alignment of a NOCS map to depth: Umeyama inside RANSAC, as the DPDN/SPD preprocessing does.
 
-Spec `data_formats.md` §2.3 step 10 (CAMERA). The source points are centred NOCS coordinates
+See `docs/data_formats.md` §2.3 step 10 (CAMERA). The source points are centred NOCS coordinates
 ``q = c − 0.5`` (normalized object units), the target points the back-projected depth (millimetres);
 the result maps ``p = s·R·q + t``. RANSAC draws 5 indices with replacement per hypothesis from a
 legacy `numpy.random.RandomState` (the generator the reference draws from, through NumPy's global

@@ -1,6 +1,6 @@
 """Per-frame annotation of a NOCS training frame: the ``_label.pkl`` the DPDN preprocessing writes.
 
-Spec `data_formats.md` §2.3–§2.4. For one raw frame (colour, depth, mask, NOCS map, meta) this walks
+See `docs/data_formats.md` §2.3–§2.4. For one raw frame (colour, depth, mask, NOCS map, meta) this walks
 the meta lines in file order, applies the reference's filters and recovers each instance's pose:
 
 * CAMERA: RANSAC + Umeyama similarity from the centred NOCS map to the back-projected objects-only

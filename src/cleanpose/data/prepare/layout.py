@@ -9,7 +9,7 @@ Raw root (``--raw``), as the downloads unpack (either spelling of each folder is
     gts/{val,real_test}/results_*.pkl           (optional)
     results/nocs_results/{val,real_test}/ or segmentation_results/{CAMERA25,REAL275}/   (optional)
 
-Prepared root (``--out``): the layout of spec `data_formats.md` §2.1, lower-case ``camera``/``real``.
+Prepared root (``--out``): the layout of `docs/data_formats.md` §2.1, lower-case ``camera``/``real``.
 Frame files are hard links to the raw files (symbolic links where the two roots are on different
 file systems), so preparing costs no copy of the images.
 """

@@ -1,5 +1,5 @@
 """Object point models ``obj_models/<split>.pkl`` and ``mug_meta.pkl`` from the raw meshes, as SPD's
-``preprocess/shape_data.py`` makes them (spec `data_formats.md` §2.7).
+``preprocess/shape_data.py`` makes them (`docs/data_formats.md` §2.7).
 
 Per model: 3 × 1024 points sampled uniformly by triangle area, then Euclidean farthest-point
 sampling to 1024 from point 0. CAMERA points are z-flipped into the NOCS frame; REAL points are

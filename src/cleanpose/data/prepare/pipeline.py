@@ -1,6 +1,6 @@
 """`prepare`: the NOCS downloads → the layout after SPD/DPDN preprocessing, in parallel and resumable.
 
-Steps (spec `data_formats.md` §2): list files of every split; per frame, the raw files placed in the
+Steps (`docs/data_formats.md` §2): list files of every split; per frame, the raw files placed in the
 prepared tree (hard links) and, for training frames, ``_label.pkl`` (`annotate_frame`); for test frames
 whose NOCS ground truth is at hand, DPDN's test ``_label.pkl`` with the mug handle visibility
 (`annotate_test_frame`) and ``val_list.txt`` / ``test_list.txt``; the CAMERA

@@ -23,7 +23,7 @@ Three layouts of ``DIR`` are accepted:
   back; models of other synsets are distractors and are left out, with a logged count) and REAL models
   ``real_<train|test>/<category>_<name>.obj`` (metric).
 
-Canonicalisation (the NOCS convention, data_formats.md §1.5): the file's vertices are rotated into the
+Canonicalisation (the NOCS convention, docs/data_formats.md §1.5): the file's vertices are rotated into the
 canonical axes, converted to metres, centred on their tight axis-aligned box and divided by its diagonal.
 Canonical axes are those of `cleanpose.data.synth.shapes`: **y up**, and per category the facing of its
 docstring (camera lens, laptop display, remote emitter, shoe toe, tube cap, cutlery working end at **+z**; mug,
@@ -31,7 +31,7 @@ cup and teapot handle/spout on the x axis, mug and cup handle at **+x**). To che
 with ``cleanpose synth --models DIR --preview``: its last column shows the NOCS coordinates as colours,
 ``(R, G, B) = 255·(q + 0.5)``, so the top of every object must be the greenest part, the side at +z the
 bluest (the lens of a camera, the display of a laptop) and a mug's handle the reddest part. (The
-``_coord.png`` files store ``B = 255·(0.5 − q_z)``, data_formats.md §1.5; the preview does not.)
+``_coord.png`` files store ``B = 255·(0.5 − q_z)``, docs/data_formats.md §1.5; the preview does not.)
 
 Symmetry: the formats label symmetry per category (NOCS bottle, bowl, can; HouseCat6D bottle, can,
 glass), except NOCS mugs, whose evaluation treats a mug as symmetric in frames where its handle is not

@@ -32,7 +32,7 @@ NOCS_SYNSETS = {
     "bottle": "02876657", "bowl": "02880940", "camera": "02942699",
     "can": "02946921", "laptop": "03642806", "mug": "03797390",
 }
-"""ShapeNet synset of each NOCS category (data_formats.md §1.7)."""
+"""ShapeNet synset of each NOCS category (docs/data_formats.md §1.7)."""
 
 # Metric size (tight-box diagonal, metres) range per category.
 DIAGONAL_RANGES = {

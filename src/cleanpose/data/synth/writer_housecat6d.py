@@ -1,4 +1,4 @@
-"""Write rendered frames and object models in the HouseCat6D layout (data_formats.md §5).
+"""Write rendered frames and object models in the HouseCat6D layout (docs/data_formats.md §5).
 
 Layout under the dataset root:
 

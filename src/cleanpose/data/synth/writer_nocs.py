@@ -1,6 +1,6 @@
 """Write rendered frames and object models in the NOCS layout after DPDN preprocessing.
 
-Layout under the dataset root (the reference ``data/`` folder), data_formats.md §1–§2:
+Layout under the dataset root (the reference ``data/`` folder), docs/data_formats.md §1–§2:
 
 * ``camera/{train,val}/<FFFFF>/<IIII>_{color,depth,mask,coord}.png``, ``_meta.txt``, train ``_label.pkl``;
   CAMERA ``_depth.png`` holds the clean objects-only depth in the 3-channel encoding (32001 elsewhere),
@@ -43,10 +43,10 @@ from cleanpose.fileio import atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 CAMERA_INTRINSICS = np.array([[577.5, 0.0, 319.5], [0.0, 577.5, 239.5], [0.0, 0.0, 1.0]])
-"""CAMERA (synthetic split) intrinsics, data_formats.md §1.8."""
+"""CAMERA (synthetic split) intrinsics, docs/data_formats.md §1.8."""
 
 REAL_INTRINSICS = np.array([[591.0125, 0.0, 322.525], [0.0, 590.16775, 244.11084], [0.0, 0.0, 1.0]])
-"""REAL275 intrinsics, data_formats.md §1.8."""
+"""REAL275 intrinsics, docs/data_formats.md §1.8."""
 
 NOCS_IMAGE_SIZE = (640, 480)
 """(W, H) of every NOCS image."""
@@ -66,7 +66,7 @@ MODEL_POINTS = 1024
 """Points per model in the SPD pickles (sampled 3 × 1024 by area, then farthest-point sampled)."""
 
 MEAN_SHAPES_FILE = "mean_shapes.npy"
-"""Category priors in the dataset root (DPDN's location, data_formats.md §2.9)."""
+"""Category priors in the dataset root (DPDN's location, docs/data_formats.md §2.9)."""
 
 RESULTS_LINKS = {"val": "CAMERA25", "real_test": "REAL275"}
 """``results/nocs_results/<set>`` → name of its ``segmentation_results/`` alias (README layout, §2.1)."""
@@ -427,7 +427,7 @@ def model_points(instance: Instance, seed: int) -> np.ndarray:
 
 
 def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
-    """Category priors of ``mean_shapes.npy`` (data_formats.md §2.9), one per NOCS category.
+    """Category priors of ``mean_shapes.npy`` (docs/data_formats.md §2.9), one per NOCS category.
 
     The reference priors are SPD's category mean shapes of the training models. Here the prior of a
     category is the shape at the mean unit parameter vector of its training instances (the centre of

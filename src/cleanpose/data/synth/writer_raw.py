@@ -1,6 +1,6 @@
 """Write a synthetic NOCS set in the raw layout of the NOCS downloads (before any preprocessing).
 
-What ``cleanpose data prepare`` reads (spec `data_formats.md` §1, DPDN README layout)::
+What ``cleanpose data prepare`` reads (`docs/data_formats.md` §1, DPDN README layout)::
 
     CAMERA/{train,val}/<FFFFF>/<IIII>_{color,depth,mask,coord}.png, _meta.txt
     camera_full_depths/{train,val}/<FFFFF>/<IIII>_composed.png
