@@ -29,18 +29,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (the best is reported)")
     parser.add_argument("--seed", type=int, default=275)
     parser.add_argument("--tie-order", choices=("reference", "stable"), default="reference")
-    parser.add_argument("--cli", action="store_true",
-                        help="also time `cleanpose evaluate` on the set saved as results.npz (fresh process, wall)")
+    parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="also time `cleanpose evaluate` on the set saved as results.npz (fresh process, wall)",
+    )
     parser.add_argument("--save", default=None, metavar="FILE.npz", help="keep the result set as a results archive")
     args = parser.parse_args()
 
-    results = build_result_set(np.random.default_rng(args.seed), 2754, "nocs", mean_objects=1.76, detection_rate=0.97,
-                               duplicate_rate=0.08)
+    results = build_result_set(
+        np.random.default_rng(args.seed), 2754, "nocs", mean_objects=1.76, detection_rate=0.97, duplicate_rate=0.08
+    )
     num_gts = sum(len(result["gt_class_ids"]) for result in results)
     num_preds = sum(len(result["pred_class_ids"]) for result in results)
     with_false_positive = np.mean([len(r["pred_class_ids"]) > len(r["gt_class_ids"]) for r in results])
-    print(f"result set: {len(results)} images, {num_gts} gts, {num_preds} predictions, "
-          f"{100 * with_false_positive:.0f}% of images with more predictions than gts")
+    print(
+        f"result set: {len(results)} images, {num_gts} gts, {num_preds} predictions, "
+        f"{100 * with_false_positive:.0f}% of images with more predictions than gts"
+    )
 
     evaluate_times, report_times = [], []
     for _ in range(args.repeats):
@@ -52,18 +58,24 @@ def main() -> None:
             write_report(metrics, out_dir)
             report_times.append(time.perf_counter() - start)
     total = [e + r for e, r in zip(evaluate_times, report_times)]
-    print(f"evaluate: best {min(evaluate_times):.3f} s, report: best {min(report_times):.3f} s, "
-          f"evaluate + report: best {min(total):.3f} s, median {float(np.median(total)):.3f} s "
-          f"over {args.repeats} runs (reference: 50.4 s; target <= 2.5 s)")
+    print(
+        f"evaluate: best {min(evaluate_times):.3f} s, report: best {min(report_times):.3f} s, "
+        f"evaluate + report: best {min(total):.3f} s, median {float(np.median(total)):.3f} s "
+        f"over {args.repeats} runs (reference: 50.4 s; target <= 2.5 s)"
+    )
     if args.save:
         save_results_npz(results, args.save)
     if args.cli:
         _time_cli(results, args.repeats, args.tie_order)
-    means = {key: float(np.mean(metrics.pose_ap_at(*value))) for key, value in
-             {"5deg2cm": (5, 2), "10deg5cm": (10, 5)}.items()}
-    print(f"mean iou50 {np.mean(metrics.iou_ap_at(0.5)):.1f}, aa iou50 "
-          f"{np.mean(metrics.iou_ap_at(0.5, axis_aligned=True)):.1f}, 5deg2cm {means['5deg2cm']:.1f}, "
-          f"10deg5cm {means['10deg5cm']:.1f}")
+    means = {
+        key: float(np.mean(metrics.pose_ap_at(*value)))
+        for key, value in {"5deg2cm": (5, 2), "10deg5cm": (10, 5)}.items()
+    }
+    print(
+        f"mean iou50 {np.mean(metrics.iou_ap_at(0.5)):.1f}, aa iou50 "
+        f"{np.mean(metrics.iou_ap_at(0.5, axis_aligned=True)):.1f}, 5deg2cm {means['5deg2cm']:.1f}, "
+        f"10deg5cm {means['10deg5cm']:.1f}"
+    )
 
 
 def _time_cli(results: list[dict], repeats: int, tie_order: str) -> None:
@@ -74,12 +86,28 @@ def _time_cli(results: list[dict], repeats: int, tie_order: str) -> None:
         walls = []
         for _ in range(repeats):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "cleanpose", "--quiet", "evaluate", "--results", str(archive),
-                            "--out", str(Path(folder) / "eval"), "--tie-order", tie_order],
-                           check=True, env=environment, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cleanpose",
+                    "--quiet",
+                    "evaluate",
+                    "--results",
+                    str(archive),
+                    "--out",
+                    str(Path(folder) / "eval"),
+                    "--tie-order",
+                    tie_order,
+                ],
+                check=True,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+            )
             walls.append(time.perf_counter() - start)
-    print(f"cleanpose evaluate (CLI, results.npz, wall): best {min(walls):.3f} s, "
-          f"median {float(np.median(walls)):.3f} s")
+    print(
+        f"cleanpose evaluate (CLI, results.npz, wall): best {min(walls):.3f} s, median {float(np.median(walls)):.3f} s"
+    )
 
 
 if __name__ == "__main__":

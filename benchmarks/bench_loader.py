@@ -38,8 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as folder:
-        tree = build_nocs_tree(Path(folder) / "data", height=480, width=640, num_real=args.frames,
-                               num_camera=args.frames)
+        tree = build_nocs_tree(
+            Path(folder) / "data", height=480, width=640, num_real=args.frames, num_camera=args.frames
+        )
         print(f"{args.frames} frames per source, 640x480, {args.samples} samples per row, one process (CPU)")
         for source in ("real", "camera"):
             plain = NocsTrainingDataset(tree.root, source, args.samples)
@@ -50,8 +51,10 @@ def main() -> None:
             for index in range(len(cached)):
                 cached[index]  # fill the disk cache
             rate_cached = _rate(cached, args.samples)
-            print(f"{source:6s}: no cache {rate_plain:6.1f} samples/s ({1000 / rate_plain:5.1f} ms/sample); "
-                  f"disk cache {rate_cached:6.1f} samples/s ({1000 / rate_cached:5.1f} ms/sample)")
+            print(
+                f"{source:6s}: no cache {rate_plain:6.1f} samples/s ({1000 / rate_plain:5.1f} ms/sample); "
+                f"disk cache {rate_cached:6.1f} samples/s ({1000 / rate_cached:5.1f} ms/sample)"
+            )
 
 
 if __name__ == "__main__":

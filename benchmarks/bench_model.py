@@ -54,13 +54,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from timing import PeakMemory, device_name
-
 from cleanpose.config import ModelConfig
 from cleanpose.geometry import euler_xyz_to_matrix
 from cleanpose.models import CleanPoseNet
 from cleanpose.models.distillation import PointBERTTeacher
 from cleanpose.models.losses import CleanPoseLoss
+from timing import PeakMemory, device_name
 
 IMAGE_SIZE = 224
 """Side of the RGB crop, pixels (data.image_size)."""
@@ -128,7 +127,8 @@ def training_batch(
     angles in [-180°, 180°)³ and placed 0.5-1.2 m in front of the camera.
 
     Returns:
-        ``rgb`` (B, 3, 224, 224) float32, standard normal like ImageNet-normalised pixels; ``pts`` (B, N, 3) float32 m, camera
+        ``rgb`` (B, 3, 224, 224) float32, standard normal like ImageNet-normalised pixels;
+        ``pts`` (B, N, 3) float32 m, camera
         frame; ``choose`` (B, N) int64; ``category_label`` (B, 1) int64; ``rotation_label`` (B, 3, 3);
         ``translation_label`` (B, 3) m; ``size_label`` (B, 3) m; ``pc_mask`` (B, N) float32 (95 % ones).
     """
@@ -287,9 +287,7 @@ def measure(case: Case, device: torch.device, warmup: int, iters: int, memory: P
     peak = memory.stop()
     _reset_gradients(case)
     counted = [
-        parameter
-        for name, parameter in case.module.named_parameters()
-        if not name.startswith(case.exclude_from_count)
+        parameter for name, parameter in case.module.named_parameters() if not name.startswith(case.exclude_from_count)
     ]
     forward_mean = float(np.mean(forward_ms))
     backward_mean = float(np.mean(backward_ms)) if case.backward is not None else None

@@ -79,8 +79,10 @@ def main() -> None:
         "knn_points k=32 direct, 512 queries": lambda: knn_points(centers, points, 32),
         "knn_points k=32 expanded, 512 queries": lambda: knn_points(centers, points, 32, distance="expanded"),
     }
-    print(f"device={device} threads={torch.get_num_threads()} B={batch} N={num_points} "
-          f"(median of {args.repeat}, torch {torch.__version__})")
+    print(
+        f"device={device} threads={torch.get_num_threads()} B={batch} N={num_points} "
+        f"(median of {args.repeat}, torch {torch.__version__})"
+    )
     for name, fn in cases.items():
         print(f"  {name:45s} {timed(fn, args.repeat, device) * 1e3:9.1f} ms")
 

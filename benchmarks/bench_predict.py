@@ -93,15 +93,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     predictor = build_predictor(args)
-    print(f"device {args.device} ({torch.cuda.get_device_name() if predictor.device.type == 'cuda' else 'CPU'}), "
-          f"precision {args.precision}, crops {predictor.image_size} px, {predictor.num_points} points, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"device {args.device} ({torch.cuda.get_device_name() if predictor.device.type == 'cuda' else 'CPU'}), "
+        f"precision {args.precision}, crops {predictor.image_size} px, {predictor.num_points} points, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print("| objects | preprocessing ms (of which fill_missing) | net ms | total ms |")
     print("|---:|---:|---:|---:|")
     for count in args.objects:
         times = time_frame(predictor, synthetic_frame(count), args.repeats)
-        print(f"| {count} | {times['pre']:.1f} ({times['fill']:.1f}) | {times['net']:.1f} | "
-              f"{times['pre'] + times['net']:.1f} |")
+        print(
+            f"| {count} | {times['pre']:.1f} ({times['fill']:.1f}) | {times['net']:.1f} | "
+            f"{times['pre'] + times['net']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,19 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     try:
         raw = args.keep or folder / "raw"
-        generate(raw, "nocs", scenes=args.folders, frames_per_scene=10, seed=0, workers=args.workers,
-                 splits=("camera_train",), instances_per_category=2, objects_range=(4, 6), progress=False, raw=True)
+        generate(
+            raw,
+            "nocs",
+            scenes=args.folders,
+            frames_per_scene=10,
+            seed=0,
+            workers=args.workers,
+            splits=("camera_train",),
+            instances_per_category=2,
+            objects_range=(4, 6),
+            progress=False,
+            raw=True,
+        )
         wall_start = time.perf_counter()
         summary = prepare(raw, folder / "out", splits=("camera_train",), workers=args.workers, progress=False)
         wall = time.perf_counter() - wall_start
@@ -49,13 +60,17 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     frames = summary.frames["camera_train"]
-    print(f"{frames} CAMERA frames at 640x480 ({summary.usable['camera_train']} labelled), {args.workers} workers: "
-          f"frame stage {summary.seconds:.1f} s wall = {summary.frames_per_second:.1f} frames/s; "
-          f"whole run {wall:.1f} s "
-          f"({summary.models} point models, worker start-up); load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs")
-    print(f"CPU time {1000 * cpu_per_frame:.1f} ms/frame (one process, labels redone) -> {CAMERA_TRAIN_FRAMES:,} "
-          f"frames on 16 idle cores: {CAMERA_TRAIN_FRAMES * cpu_per_frame / 16 / 60:.1f} min")
+    print(
+        f"{frames} CAMERA frames at 640x480 ({summary.usable['camera_train']} labelled), {args.workers} workers: "
+        f"frame stage {summary.seconds:.1f} s wall = {summary.frames_per_second:.1f} frames/s; "
+        f"whole run {wall:.1f} s "
+        f"({summary.models} point models, worker start-up); load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"CPU time {1000 * cpu_per_frame:.1f} ms/frame (one process, labels redone) -> {CAMERA_TRAIN_FRAMES:,} "
+        f"frames on 16 idle cores: {CAMERA_TRAIN_FRAMES * cpu_per_frame / 16 / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cleanpose.data.synth import SensorNoise, generate  # noqa: E402
-from cleanpose.data.synth import writer_nocs  # noqa: E402
+from cleanpose.data.synth import (  # noqa: E402
+    SensorNoise,
+    generate,
+    writer_nocs,  # noqa: E402
+)
 from cleanpose.data.synth.generate import scene_frames  # noqa: E402
 from cleanpose.data.synth.mesh_library import load_mesh  # noqa: E402
 from cleanpose.data.synth.user_library import MeshSettings, mesh_settings  # noqa: E402
@@ -46,16 +49,17 @@ def stage_times(split: str, frames: int, meshes: MeshSettings | None) -> None:
         root = Path(folder)
         render_s = write_s = 0.0
         start = time.perf_counter()
-        iterator = scene_frames("nocs", split, 0, frames, 0, (640, 480), SensorNoise(), 1,
-                                (4, 4), meshes)
+        iterator = scene_frames("nocs", split, 0, frames, 0, (640, 480), SensorNoise(), 1, (4, 4), meshes)
         for scene, _, frame, arrays in iterator:
             render_s += time.perf_counter() - start
             start = time.perf_counter()
             writer_nocs.write_frame(root, split, 0, frame, scene, arrays, np.random.default_rng(frame))
             write_s += time.perf_counter() - start
             start = time.perf_counter()
-    print(f"one process, {frames} frames of {split}: render {1000 * render_s / frames:.0f} ms/frame, "
-          f"write {1000 * write_s / frames:.0f} ms/frame")
+    print(
+        f"one process, {frames} frames of {split}: render {1000 * render_s / frames:.0f} ms/frame, "
+        f"write {1000 * write_s / frames:.0f} ms/frame"
+    )
 
 
 def main() -> None:
@@ -63,8 +67,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--frames", type=int, default=40, help="frames in total (10 per scene)")
     parser.add_argument("--split", default="camera_train", choices=writer_nocs.NOCS_SPLITS)
-    parser.add_argument("--textured-faces", type=int, default=0,
-                        help="render four imported textured meshes of about this many faces (0: procedural shapes)")
+    parser.add_argument(
+        "--textured-faces",
+        type=int,
+        default=0,
+        help="render four imported textured meshes of about this many faces (0: procedural shapes)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as models:
         meshes = textured_meshes(Path(models), args.textured_faces) if args.textured_faces else None
@@ -74,15 +82,29 @@ def main() -> None:
         stage_times(args.split, 6, meshes)
         cpu_start = _cpu_seconds()
         with tempfile.TemporaryDirectory() as folder:
-            summary = generate(Path(folder) / "data", "nocs", scenes=max(1, args.frames // 10), frames_per_scene=10,
-                               seed=0, workers=args.workers, splits=(args.split,), instances_per_category=2,
-                               objects_range=(4, 4), progress=False, meshes=meshes)
+            summary = generate(
+                Path(folder) / "data",
+                "nocs",
+                scenes=max(1, args.frames // 10),
+                frames_per_scene=10,
+                seed=0,
+                workers=args.workers,
+                splits=(args.split,),
+                instances_per_category=2,
+                objects_range=(4, 4),
+                progress=False,
+                meshes=meshes,
+            )
     cpu_per_frame = (_cpu_seconds() - cpu_start) / summary.frames
-    print(f"{summary.frames} frames at 640x480, 4 objects, {args.workers} workers: {summary.seconds:.1f} s wall, "
-          f"{summary.frames_per_second:.2f} frames/s (incl. process start-up and {summary.models} models); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"CPU time {1000 * cpu_per_frame:.0f} ms/frame over all processes -> "
-          f"{args.workers / cpu_per_frame:.2f} frames/s on {args.workers} otherwise idle cores")
+    print(
+        f"{summary.frames} frames at 640x480, 4 objects, {args.workers} workers: {summary.seconds:.1f} s wall, "
+        f"{summary.frames_per_second:.2f} frames/s (incl. process start-up and {summary.models} models); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"CPU time {1000 * cpu_per_frame:.0f} ms/frame over all processes -> "
+        f"{args.workers / cpu_per_frame:.2f} frames/s on {args.workers} otherwise idle cores"
+    )
 
 
 def _cpu_seconds() -> float:

@@ -29,13 +29,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from bench_model import training_batch
-from timing import PeakMemory, device_name, summarize_ms, synchronize
 
+from bench_model import training_batch
 from cleanpose.config import TrainConfig, load_config
 from cleanpose.engine.train import Trainer, build_loss, build_optimizer
 from cleanpose.models import CleanPoseNet
 from cleanpose.models.distillation import PointBERTTeacher
+from timing import PeakMemory, device_name, summarize_ms, synchronize
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nocs.yaml"
 TOP_MODULES = (
@@ -151,7 +151,7 @@ def profile_step(trainer: Trainer, steps: list, out: Path) -> dict:
     for event in profiler.key_averages():
         if event.key.startswith("module::"):
             device_us = getattr(event, "device_time_total", 0.0)
-            modules[event.key[len("module::"):]] = {"device_ms": device_us / 1e3, "cpu_ms": event.cpu_time_total / 1e3}
+            modules[event.key[len("module::") :]] = {"device_ms": device_us / 1e3, "cpu_ms": event.cpu_time_total / 1e3}
     table = profiler.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70)
     (out / "ops.txt").write_text(table + "\n")
     with tempfile.TemporaryDirectory() as scratch:

@@ -65,8 +65,14 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
-        common = {"scenes": args.scenes, "frames_per_scene": args.frames, "seed": SEED, "splits": SPLITS,
-                  "image_size": size, "progress": False}
+        common = {
+            "scenes": args.scenes,
+            "frames_per_scene": args.frames,
+            "seed": SEED,
+            "splits": SPLITS,
+            "image_size": size,
+            "progress": False,
+        }
         generate(base / "truth", **common)
         generate(base / "raw", raw=True, **common)
         intrinsics = {split.split("_")[0]: split_intrinsics("nocs", split, size, SEED, 0) for split in SPLITS}
@@ -78,9 +84,11 @@ def main() -> None:
             for subset, selected in (("all", np.ones(len(values), bool)), ("unoccluded", flags)):
                 for column, name in enumerate(("rotation_deg", "translation_mm", "scale_pct")):
                     picked = values[selected, column]
-                    entry[f"{subset}_{name}"] = {"median": round(float(np.median(picked)), 4),
-                                                 "p95": round(float(np.percentile(picked, 95)), 4),
-                                                 "max": round(float(picked.max()), 4)}
+                    entry[f"{subset}_{name}"] = {
+                        "median": round(float(np.median(picked)), 4),
+                        "p95": round(float(np.percentile(picked, 95)), 4),
+                        "max": round(float(picked.max()), 4),
+                    }
             report[source] = entry
     print(json.dumps(report, indent=1))
 

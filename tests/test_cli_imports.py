@@ -34,13 +34,19 @@ def test_help_evaluate_and_compare_do_not_import_torch(tmp_path):
     for name in ("a", "b"):
         write_report(evaluate_results(results, "nocs"), tmp_path / name)
         save_results_npz(results, tmp_path / name / "results.npz")
-    constants = (f"HEAVY = {HEAVY!r}; RESULTS = {str(tmp_path / 'a' / 'results.npz')!r}; OUT = {str(tmp_path)!r}; "
-                 f"RUN_A = {str(tmp_path / 'a')!r}; RUN_B = {str(tmp_path / 'b')!r}")
+    constants = (
+        f"HEAVY = {HEAVY!r}; RESULTS = {str(tmp_path / 'a' / 'results.npz')!r}; OUT = {str(tmp_path)!r}; "
+        f"RUN_A = {str(tmp_path / 'a')!r}; RUN_B = {str(tmp_path / 'b')!r}"
+    )
     source = Path(__file__).resolve().parents[1] / "src"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
-                   "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", constants + "\n" + SCRIPT], env=environment, capture_output=True,
-                          text=True, timeout=120)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", constants + "\n" + SCRIPT], env=environment, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == {"help": [], "evaluate": [], "compare": []}

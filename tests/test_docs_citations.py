@@ -60,7 +60,13 @@ def _citations(text: str) -> tuple[list[tuple[int, str, str]], list[int]]:
         line = blanked.count("\n", 0, match.start()) + 1
         cited += [(line, page, section) for section in match.groups() if section]
     for match in IDENTIFIER.finditer(blanked):
-        cited.append((blanked.count("\n", 0, match.start()) + 1, IDENTIFIER_PAGE[match.group(1)], match.group(1) + match.group(2)))
+        cited.append(
+            (
+                blanked.count("\n", 0, match.start()) + 1,
+                IDENTIFIER_PAGE[match.group(1)],
+                match.group(1) + match.group(2),
+            )
+        )
     return cited, undocked
 
 
@@ -85,9 +91,7 @@ def test_every_citation_in_the_code_resolves():
         name = path.relative_to(ROOT)
         undocked += [f"{name}:{line}" for line in bare]
         unresolved += [
-            f"{name}:{line}: {page} {target}"
-            for line, page, target in cited
-            if target not in targets.get(page, set())
+            f"{name}:{line}: {page} {target}" for line, page, target in cited if target not in targets.get(page, set())
         ]
     assert not undocked, "cite the pages by their path under docs/ (docs/model.md, ...): " + ", ".join(undocked)
     assert not unresolved, "citations without a target in docs/:\n" + "\n".join(unresolved)

@@ -119,7 +119,9 @@ def test_remove_y_rotation_is_invariant_to_rotation_about_y():
         spun = rotations @ _rot_y(angle)
         np.testing.assert_allclose(geometry.remove_y_rotation(spun), canonical, atol=1e-12)
     np.testing.assert_allclose(canonical[..., :, 1], rotations[..., :, 1], atol=1e-12)  # y column kept
-    np.testing.assert_allclose(canonical @ canonical.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (5, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(
+        canonical @ canonical.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (5, 3, 3)), atol=1e-12
+    )
     # the canonical member has no residual y-angle: b = R02 − R20 = 0 and a = R00 + R22 > 0
     np.testing.assert_allclose(canonical[:, 0, 2] - canonical[:, 2, 0], 0.0, atol=1e-12)
     assert np.all(canonical[:, 0, 0] + canonical[:, 2, 2] > 0)
@@ -147,7 +149,9 @@ def test_similarity_matrix_decompose_and_transform_points_agree():
     assert decomposed.scale == pytest.approx(scale, abs=1e-14) and isinstance(decomposed.scale, float)
     points = rng.normal(size=(4, 3))
     homogeneous = np.concatenate([points, np.ones((4, 1))], axis=1) @ matrix.T
-    np.testing.assert_allclose(geometry.transform_points(points, rotation, translation, scale), homogeneous[:, :3], atol=1e-12)
+    np.testing.assert_allclose(
+        geometry.transform_points(points, rotation, translation, scale), homogeneous[:, :3], atol=1e-12
+    )
     batch = geometry.decompose_similarity(np.stack([matrix, matrix]))
     np.testing.assert_allclose(batch.scale, [scale, scale], atol=1e-14)
 

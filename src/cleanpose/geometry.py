@@ -388,8 +388,7 @@ def ransac_umeyama(
     target = np.asarray(target, dtype=np.float64)
     if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape or len(source) == 0:
         raise DataFormatError(
-            f"ransac_umeyama: source and target must both be (N, 3) with N >= 1; "
-            f"got {source.shape} and {target.shape}"
+            f"ransac_umeyama: source and target must both be (N, 3) with N >= 1; got {source.shape} and {target.shape}"
         )
     if not (np.isfinite(source).all() and np.isfinite(target).all()):
         raise DataFormatError("ransac_umeyama: source or target contains NaN or inf")

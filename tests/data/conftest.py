@@ -195,8 +195,9 @@ def build_nocs_tree(root, height=120, width=160, num_real=2, num_camera=2) -> No
         ("real", "real/test/scene_1/0000", "real_test/results_test_scene_1_0000.pkl", False),
         ("camera", "camera/val/00000/0000", "val/results_val_00000_0000.pkl", True),
     ):
-        depth, mask, _ = write_nocs_frame(root, prefix, instances, height=height, width=width, camera=camera,
-                                          label=False, seed=7)
+        depth, mask, _ = write_nocs_frame(
+            root, prefix, instances, height=height, width=width, camera=camera, label=False, seed=7
+        )
         mask_16 = np.zeros((height, width), dtype=bool)
         mask_16[60:64, 100:104] = True
         mask_17 = mask_16.copy()

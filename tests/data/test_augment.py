@@ -69,12 +69,21 @@ def test_rgb_add_noise_draw_order_all_branches():
     shape = "(24, 24, 3)"
     assert recorder.calls == [
         "random",  # HSV gate (> 0)
-        "random", "random",  # S factor, V factor
-        "random", "random",  # sharpen gate, centre weight
-        "random", "random", "random",  # motion-blur gate, angle, length
-        "random", "random", "random",  # Gaussian-blur gate, kernel-size choice, sigma
-        "random", "integers(15)", f"standard_normal{shape}",  # noise-sigma choice, sigma, noise
-        "random", f"normal(0.0,7.0){shape}",  # extra-noise gate, noise
+        "random",
+        "random",  # S factor, V factor
+        "random",
+        "random",  # sharpen gate, centre weight
+        "random",
+        "random",
+        "random",  # motion-blur gate, angle, length
+        "random",
+        "random",
+        "random",  # Gaussian-blur gate, kernel-size choice, sigma
+        "random",
+        "integers(15)",
+        f"standard_normal{shape}",  # noise-sigma choice, sigma, noise
+        "random",
+        f"normal(0.0,7.0){shape}",  # extra-noise gate, noise
     ]
 
 
@@ -82,9 +91,15 @@ def test_rgb_add_noise_draw_order_no_optional_branch():
     recorder = _Recorder(0.1)
     rgb_add_noise(_image(), recorder)
     assert recorder.calls == [
-        "random", "random", "random",
-        "random", "random", "random",
-        "random", "integers(25)", "standard_normal(24, 24, 3)",
+        "random",
+        "random",
+        "random",
+        "random",
+        "random",
+        "random",
+        "random",
+        "integers(25)",
+        "standard_normal(24, 24, 3)",
         "random",
     ]
 

@@ -31,8 +31,9 @@ def test_housecat_training_and_test_choice(housecat_tree, nocs_tree, tmp_path):
     (dataset,) = build_training_datasets(config)
     assert isinstance(dataset, HouseCat6DTrainingDataset)
     common = dict(image_size=32, num_points=16, seed=0)
-    assert isinstance(build_test_dataset(housecat_tree, "housecat6d", masks="segmentation", **common),
-                      HouseCat6DTestDataset)
+    assert isinstance(
+        build_test_dataset(housecat_tree, "housecat6d", masks="segmentation", **common), HouseCat6DTestDataset
+    )
     real = build_test_dataset(nocs_tree.root, "real", masks="segmentation", **common)
     truth = build_test_dataset(nocs_tree.root, "camera", masks="ground_truth", **common)
     assert isinstance(real, NocsTestDataset) and (real.dataset, real.detections) == ("real", "segmentation")

@@ -12,8 +12,12 @@ from cleanpose.errors import ConfigError, DataFormatError
 def test_clean_nocs_tree_counts(nocs_tree):
     report = check_dataset(nocs_tree.root, progress=False)
     assert report.format == "nocs" and report.ok and not report.problems
-    assert report.frames == {"camera/train": 2, "real/train": 2, "real/test (results/nocs_results/real_test)": 1,
-                             "camera/test (results/nocs_results/val)": 1}
+    assert report.frames == {
+        "camera/train": 2,
+        "real/train": 2,
+        "real/test (results/nocs_results/real_test)": 1,
+        "camera/test (results/nocs_results/val)": 1,
+    }
     # Each training frame has one bottle and one mug; each test frame has the same two GT objects.
     for split in report.frames:
         expected = 2 if "train" in split else 1
@@ -41,8 +45,10 @@ def test_problems_name_files(nocs_tree):
     report = check_dataset(root, progress=False)
     messages = [str(problem) for problem in report.problems]
     assert any("error:" in m and "0001_color.png: colour file not found" in m for m in messages)
-    assert any("error:" in m and "0001_label.pkl" in m and "['not_a_model'] not in obj_models/camera_train.pkl" in m
-               for m in messages)
+    assert any(
+        "error:" in m and "0001_label.pkl" in m and "['not_a_model'] not in obj_models/camera_train.pkl" in m
+        for m in messages
+    )
     assert any("warning:" in m and "instance id(s) [42] do not occur in 0001_mask.png" in m for m in messages)
     assert any("warning:" in m and "0000_composed.png: composed depth missing" in m for m in messages)
     assert any("error:" in m and "results_test_scene_1_0001.pkl: not a readable pickle" in m for m in messages)

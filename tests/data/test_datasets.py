@@ -33,8 +33,18 @@ from cleanpose.data.sample import crop_window
 from cleanpose.errors import DataFormatError
 from tests.data.conftest import HOUSECAT_INTRINSICS
 
-TRAIN_KEYS = {"pts", "rgb", "choose", "category_label", "model", "qo", "translation_label", "rotation_label",
-              "size_label", "pc_mask"}
+TRAIN_KEYS = {
+    "pts",
+    "rgb",
+    "choose",
+    "category_label",
+    "model",
+    "qo",
+    "translation_label",
+    "rotation_label",
+    "size_label",
+    "pc_mask",
+}
 
 
 def _canonical_float64(rotation):
@@ -51,9 +61,18 @@ def test_nocs_training_sample_against_hand_recomputation(nocs_tree, source, seed
     sample = dataset.build_sample(1, np.random.RandomState(seed), torch.Generator().manual_seed(seed))
     assert set(sample) == TRAIN_KEYS
     shapes = {key: tuple(value.shape) for key, value in sample.items()}
-    assert shapes == {"pts": (1024, 3), "rgb": (3, 224, 224), "choose": (1024,), "category_label": (1,),
-                      "model": (64, 3), "qo": (1024, 3), "translation_label": (3,), "rotation_label": (3, 3),
-                      "size_label": (3,), "pc_mask": (1024,)}
+    assert shapes == {
+        "pts": (1024, 3),
+        "rgb": (3, 224, 224),
+        "choose": (1024,),
+        "category_label": (1,),
+        "model": (64, 3),
+        "qo": (1024, 3),
+        "translation_label": (3,),
+        "rotation_label": (3, 3),
+        "size_label": (3,),
+        "pc_mask": (1024,),
+    }
     assert sample["choose"].dtype == torch.int64 and sample["category_label"].dtype == torch.int64
 
     # Replay the reference draws by hand: instance, point choice, noise.
@@ -61,21 +80,29 @@ def test_nocs_training_sample_against_hand_recomputation(nocs_tree, source, seed
     prefix = f"{source}/{(nocs_tree.real_train if source == 'real' else nocs_tree.camera_train)[1]}"
     label = read_pickle(nocs_tree.root / f"{prefix}_label.pkl")
     mask = read_mask(nocs_tree.root / f"{prefix}_mask.png")
-    depth_file = (nocs_tree.root / f"{prefix}_depth.png" if source == "real" else
-                  nocs_tree.root / "camera_full_depths" / f"{prefix[len('camera/'):]}_composed.png")
+    depth_file = (
+        nocs_tree.root / f"{prefix}_depth.png"
+        if source == "real"
+        else nocs_tree.root / "camera_full_depths" / f"{prefix[len('camera/') :]}_composed.png"
+    )
     depth = fill_missing(read_depth(depth_file))
     instance = draws.randint(0, 2)
     window = crop_window(label["bboxes"][instance], *mask.shape)
     valid = (mask == label["instance_ids"][instance]) & (depth > 0)
-    window_valid = valid[window.rmin:window.rmax, window.cmin:window.cmax]
+    window_valid = valid[window.rmin : window.rmax, window.cmin : window.cmax]
     candidates = np.flatnonzero(window_valid)
     chosen = candidates[draws.choice(len(candidates), 1024)]  # fewer than 1024 pixels: with replacement
     noise = np.clip(0.001 * draws.randn(1024, 3), -0.005, 0.005)
     rows, cols = chosen // window.size + window.rmin, chosen % window.size + window.cmin
     intrinsics = REAL_INTRINSICS if source == "real" else CAMERA_INTRINSICS
     z = depth[rows, cols].astype(np.float64) / 1000.0
-    points = np.stack([(cols - intrinsics[0, 2]) * z / intrinsics[0, 0],
-                       (rows - intrinsics[1, 2]) * z / intrinsics[1, 1], z], axis=1) + noise
+    points = (
+        np.stack(
+            [(cols - intrinsics[0, 2]) * z / intrinsics[0, 0], (rows - intrinsics[1, 2]) * z / intrinsics[1, 1], z],
+            axis=1,
+        )
+        + noise
+    )
     np.testing.assert_allclose(sample["pts"].numpy(), points, rtol=1e-6, atol=1e-8)
 
     assert sample["category_label"].item() == label["class_ids"][instance] - 1
@@ -271,8 +298,15 @@ def test_housecat_training_sample(housecat_tree):
     assert len(dataset) == 4
     for seed in range(2):
         sample = dataset.build_sample(2, np.random.RandomState(seed), torch.Generator().manual_seed(0))
-        assert set(sample) == {"pts", "rgb", "choose", "category_label", "translation_label", "rotation_label",
-                               "size_label"}
+        assert set(sample) == {
+            "pts",
+            "rgb",
+            "choose",
+            "category_label",
+            "translation_label",
+            "rotation_label",
+            "size_label",
+        }
         label = read_pickle(housecat_tree / "scene02/labels/000000_label.pkl")
         instance = np.random.RandomState(seed).randint(0, 2)
         assert sample["category_label"].item() == label["class_ids"][instance] - 1
@@ -321,14 +355,18 @@ def test_nocs_test_sample_keeps_detections_with_more_than_16_points(nocs_tree, n
     assert item["result_name"] == (nocs_tree.real_test_result if name == "real" else nocs_tree.camera_test_result).name
     # Detection 2 has 17 valid pixels: all 1024 points are back-projections of exactly those pixels.
     prefix = item["frame"]
-    depth_file = (nocs_tree.root / f"{prefix}_depth.png" if name == "real" else
-                  nocs_tree.root / "camera_full_depths" / f"{prefix[len('camera/'):]}_composed.png")
+    depth_file = (
+        nocs_tree.root / f"{prefix}_depth.png"
+        if name == "real"
+        else nocs_tree.root / "camera_full_depths" / f"{prefix[len('camera/') :]}_composed.png"
+    )
     depth = fill_missing(read_depth(depth_file))
     intrinsics = REAL_INTRINSICS if name == "real" else CAMERA_INTRINSICS
     rows, cols = np.nonzero(nocs_tree.test_mask_17)
     z = depth[rows, cols].astype(np.float64) / 1000
-    pixel_points = np.stack([(cols - intrinsics[0, 2]) * z / intrinsics[0, 0],
-                             (rows - intrinsics[1, 2]) * z / intrinsics[1, 1], z], axis=1)
+    pixel_points = np.stack(
+        [(cols - intrinsics[0, 2]) * z / intrinsics[0, 0], (rows - intrinsics[1, 2]) * z / intrinsics[1, 1], z], axis=1
+    )
     distances = np.linalg.norm(item["pts"][1].numpy()[:, None].astype(np.float64) - pixel_points[None], axis=2)
     assert distances.min(axis=1).max() < 1e-6
     assert len(np.unique(item["pts"][1].numpy(), axis=0)) == 17  # with replacement: every pixel drawn
@@ -392,8 +430,10 @@ def test_housecat_test_dataset(housecat_tree):
 def test_mug_relabel_option_hand_values(nocs_tree):
     # Mug (instance 2): R = I, scale 0.15; meta shift (0.1, 0, -0.05), scale 0.75:
     # t' = t - 0.15 * (0.1, 0, -0.05) = t - (0.015, 0, -0.0075); s' = 0.15 / 0.75 = 0.2.
-    write_pickle_atomic(nocs_tree.root / "obj_models/mug_meta.pkl",
-                        {"mug_b": [np.array([0.1, 0.0, -0.05]), 0.75], "other": [np.zeros(3), 1.0]})
+    write_pickle_atomic(
+        nocs_tree.root / "obj_models/mug_meta.pkl",
+        {"mug_b": [np.array([0.1, 0.0, -0.05]), 0.75], "other": [np.zeros(3), 1.0]},
+    )
     seed = next(s for s in range(50) if np.random.RandomState(s).randint(0, 2) == 1)
     label = read_pickle(nocs_tree.root / "real/train/scene_1/0000_label.pkl")
     plain = NocsTrainingDataset(nocs_tree.root, "real")
@@ -402,8 +442,9 @@ def test_mug_relabel_option_hand_values(nocs_tree):
     b = relabeled.build_sample(0, np.random.RandomState(seed), torch.Generator().manual_seed(0))
     assert a["category_label"].item() == b["category_label"].item() == 5
     np.testing.assert_array_equal(a["translation_label"].numpy(), label["translations"][1])
-    np.testing.assert_allclose(b["translation_label"].numpy(), label["translations"][1] - [0.015, 0.0, -0.0075],
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        b["translation_label"].numpy(), label["translations"][1] - [0.015, 0.0, -0.0075], atol=1e-7
+    )
     np.testing.assert_allclose(b["size_label"].numpy(), 0.2 * label["sizes"][1], rtol=1e-6)
     np.testing.assert_allclose(a["size_label"].numpy(), 0.15 * label["sizes"][1], rtol=1e-6)
     assert torch.equal(a["pts"], b["pts"]) and not torch.allclose(a["qo"], b["qo"])

@@ -134,10 +134,15 @@ def test_backproject_choice_matches_float64_hand_computation():
     np.testing.assert_allclose(points, expected, rtol=1e-6, atol=1e-9)
     # Bit-identity with the reference's rounding path: z in float32 (depth/1000), rest float64 -> float32.
     z32 = depth / np.float32(1000.0)
-    full = np.stack([(np.arange(64)[None, :] - 322.525) * z32 / 591.0125,
-                     (np.arange(48)[:, None] - 244.11084) * z32 / 590.16775,
-                     np.broadcast_to(z32, z32.shape)], axis=2).astype(np.float32)
-    gathered = full[window.rmin:window.rmax, window.cmin:window.cmax].reshape(-1, 3)[candidates[choice]]
+    full = np.stack(
+        [
+            (np.arange(64)[None, :] - 322.525) * z32 / 591.0125,
+            (np.arange(48)[:, None] - 244.11084) * z32 / 590.16775,
+            np.broadcast_to(z32, z32.shape),
+        ],
+        axis=2,
+    ).astype(np.float32)
+    gathered = full[window.rmin : window.rmax, window.cmin : window.cmax].reshape(-1, 3)[candidates[choice]]
     np.testing.assert_array_equal(points, gathered)
 
 
@@ -227,8 +232,18 @@ def test_build_instance_points_against_float64_pinhole():
 
     depth, mask, rgb = _flat_frame(20)
     intrinsics = np.array([[500.0, 0, 40.0], [0, 510.0, 29.5], [0, 0, 1]])
-    built = build_instance(depth, intrinsics, mask, [30, 20, 31, 41], rgb, 4, num_points=10, image_size=16,
-                           rng=np.random.default_rng(1), min_window_points=16)
+    built = build_instance(
+        depth,
+        intrinsics,
+        mask,
+        [30, 20, 31, 41],
+        rgb,
+        4,
+        num_points=10,
+        image_size=16,
+        rng=np.random.default_rng(1),
+        min_window_points=16,
+    )
     assert built.num_pixels == 20 and built.window == crop_window([30, 20, 31, 41], 60, 80)
     sample = built.sample
     assert sample["category_label"].tolist() == [4] and sample["pts"].dtype == torch.float32

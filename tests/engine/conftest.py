@@ -50,12 +50,25 @@ def write_train_config(synth_root, folder, name="train.yaml", **sections):
     """
     config = {
         "model": TINY_MODEL,
-        "data": {"root": str(synth_root), "batch_sizes": [3, 1], "images_per_epoch": [12, 4], "image_size": 28,
-                 "num_points": 48, "workers": 0},  # fmt: skip
+        "data": {
+            "root": str(synth_root),
+            "batch_sizes": [3, 1],
+            "images_per_epoch": [12, 4],
+            "image_size": 28,
+            "num_points": 48,
+            "workers": 0,
+        },  # fmt: skip
         "optim": {"base_lr": 1e-3, "max_lr": 5e-3, "step_size": 4},
-        "run": {"out_dir": str(folder / "run"), "seed": 5, "epochs": 2, "iterations_per_epoch": 3,
-                "checkpoint_every": 1, "log_every": 1, "device": "cpu",
-                "initial_queue": str(folder / "queue.pt")},  # fmt: skip
+        "run": {
+            "out_dir": str(folder / "run"),
+            "seed": 5,
+            "epochs": 2,
+            "iterations_per_epoch": 3,
+            "checkpoint_every": 1,
+            "log_every": 1,
+            "device": "cpu",
+            "initial_queue": str(folder / "queue.pt"),
+        },  # fmt: skip
     }
     for section, values in sections.items():
         config[section] = {**config.get(section, {}), **values}

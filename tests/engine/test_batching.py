@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from cleanpose.engine.batching import ShardedBatchSampler, epoch_permutation, queue_random_state, shard_slice, step_generator
+from cleanpose.engine.batching import (
+    ShardedBatchSampler,
+    epoch_permutation,
+    queue_random_state,
+    shard_slice,
+    step_generator,
+)
 from cleanpose.errors import ConfigError
 
 

@@ -61,10 +61,14 @@ def test_after_train_runs_when_a_step_raises():
     with pytest.raises(RuntimeError, match="step failed"):
         trainer.train()
     assert calls == [
-        ("a", "before_train"), ("b", "before_train"),
-        ("a", "after_step", 1), ("b", "after_step", 1),
-        ("a", "after_step", 2), ("b", "after_step", 2),
-        ("a", "after_train"), ("b", "after_train"),
+        ("a", "before_train"),
+        ("b", "before_train"),
+        ("a", "after_step", 1),
+        ("b", "after_step", 1),
+        ("a", "after_step", 2),
+        ("b", "after_step", 2),
+        ("a", "after_train"),
+        ("b", "after_train"),
     ]
 
 

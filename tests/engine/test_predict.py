@@ -44,8 +44,12 @@ def predictor(trained):
 
 
 def _frame_files(root, prefix=FRAME):
-    return (nocs.frame_path(root, prefix, "_color.png"), nocs.frame_path(root, prefix, "_depth.png"),
-            nocs.frame_path(root, prefix, "_mask.png"), nocs.frame_path(root, prefix, "_meta.txt"))
+    return (
+        nocs.frame_path(root, prefix, "_color.png"),
+        nocs.frame_path(root, prefix, "_depth.png"),
+        nocs.frame_path(root, prefix, "_mask.png"),
+        nocs.frame_path(root, prefix, "_meta.txt"),
+    )
 
 
 def _frame_arrays(root, prefix=FRAME):
@@ -55,25 +59,44 @@ def _frame_arrays(root, prefix=FRAME):
 
 def test_predict_equals_cleanpose_test_on_the_same_frames_and_masks(trained, predictor, synth_root, tmp_path):
     checkpoint, config = trained
-    dataset = build_test_dataset(synth_root, "real", masks="segmentation", image_size=config.data.image_size,
-                                 num_points=config.data.num_points, seed=config.run.seed)
-    results = predict_dataset(load_checkpoint(checkpoint), dataset, tmp_path / "results", device=torch.device("cpu"),
-                              seed=config.run.seed, quiet=True)
+    dataset = build_test_dataset(
+        synth_root,
+        "real",
+        masks="segmentation",
+        image_size=config.data.image_size,
+        num_points=config.data.num_points,
+        seed=config.run.seed,
+    )
+    results = predict_dataset(
+        load_checkpoint(checkpoint),
+        dataset,
+        tmp_path / "results",
+        device=torch.device("cpu"),
+        seed=config.run.seed,
+        quiet=True,
+    )
     assert (predictor.image_size, predictor.num_points) == (28, 48)
     compared = 0
     for index, result in enumerate(results):
         segmentation = read_segmentation_result(dataset.result_files[index])
         rgb, depth, _, _ = _frame_arrays(synth_root, segmentation.frame_prefix)
         rng, queue_state = generators_of_test_image(config.run.seed, index)
-        objects = predictor(rgb, depth, nocs.REAL_INTRINSICS,
-                            [segmentation.pred_masks[:, :, j] for j in range(len(segmentation))],
-                            [nocs.CATEGORY_NAMES[c - 1] for c in segmentation.pred_class_ids],
-                            boxes=segmentation.pred_bboxes, scores=segmentation.pred_scores, rng=rng,
-                            queue_random_state=queue_state)
+        objects = predictor(
+            rgb,
+            depth,
+            nocs.REAL_INTRINSICS,
+            [segmentation.pred_masks[:, :, j] for j in range(len(segmentation))],
+            [nocs.CATEGORY_NAMES[c - 1] for c in segmentation.pred_class_ids],
+            boxes=segmentation.pred_bboxes,
+            scores=segmentation.pred_scores,
+            rng=rng,
+            queue_random_state=queue_state,
+        )
         posed = [pose for pose in objects if pose.ok]
         assert len(posed) == len(result["pred_RTs"]) > 0
-        for pose, matrix, scales, score in zip(posed, result["pred_RTs"], result["pred_scales"],
-                                               result["pred_scores"], strict=True):
+        for pose, matrix, scales, score in zip(
+            posed, result["pred_RTs"], result["pred_scales"], result["pred_scores"], strict=True
+        ):
             norm = np.linalg.norm(pose.size)
             np.testing.assert_allclose(pose.translation, matrix[:3, 3], atol=1e-6)
             np.testing.assert_allclose(pose.rotation * norm, matrix[:3, :3], atol=1e-6)
@@ -91,9 +114,13 @@ def test_corners_follow_rotation_translation_and_size(predictor, synth_root):
         rotation, translation, size = pose.rotation, pose.translation, pose.size
         np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-5)
         # Every corner R·(±sx/2, ±sy/2, ±sz/2) + t, built by hand, is one of the returned corners.
-        expected = [translation + sum(sign * half * rotation[:, axis] for axis, (sign, half) in
-                                      enumerate(zip(signs, size / 2, strict=True)))
-                    for signs in itertools.product((1, -1), repeat=3)]
+        expected = [
+            translation
+            + sum(
+                sign * half * rotation[:, axis] for axis, (sign, half) in enumerate(zip(signs, size / 2, strict=True))
+            )
+            for signs in itertools.product((1, -1), repeat=3)
+        ]
         for corner in expected:
             assert np.min(np.linalg.norm(pose.corners - corner, axis=1)) < 1e-9
         np.testing.assert_allclose(pose.corners.mean(axis=0), translation, atol=1e-9)
@@ -110,9 +137,26 @@ def _changed_pixels(overlay_bgr, rgb):
 
 def test_cli_writes_schema_and_overlay_and_equals_the_python_api(trained, predictor, synth_root, tmp_path):
     rgb_path, depth_path, mask_path, meta_path = _frame_files(synth_root)
-    status = main(["--quiet", "predict", "--checkpoint", str(trained[0]), "--rgb", str(rgb_path), "--depth",
-                   str(depth_path), "--masks", str(mask_path), "--labels", str(meta_path), "--intrinsics",
-                   "591.0125,590.16775,322.525,244.11084", "--out", str(tmp_path / "out")])
+    status = main(
+        [
+            "--quiet",
+            "predict",
+            "--checkpoint",
+            str(trained[0]),
+            "--rgb",
+            str(rgb_path),
+            "--depth",
+            str(depth_path),
+            "--masks",
+            str(mask_path),
+            "--labels",
+            str(meta_path),
+            "--intrinsics",
+            "591.0125,590.16775,322.525,244.11084",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert status == 0
     document = json.loads((tmp_path / "out/poses.json").read_text())
     assert (document["format"], document["version"]) == ("cleanpose.poses", 1)
@@ -123,8 +167,19 @@ def test_cli_writes_schema_and_overlay_and_equals_the_python_api(trained, predic
     objects = predictor(rgb, depth, nocs.REAL_INTRINSICS, mask, labels)
     assert len(document["objects"]) == len(objects) == 5
     for record, pose in zip(document["objects"], objects, strict=True):
-        assert set(record) == {"instance", "category", "score", "status", "reason", "detail", "num_points",
-                               "rotation", "translation", "size", "corners"}
+        assert set(record) == {
+            "instance",
+            "category",
+            "score",
+            "status",
+            "reason",
+            "detail",
+            "num_points",
+            "rotation",
+            "translation",
+            "size",
+            "corners",
+        }
         assert (record["instance"], record["category"], record["status"]) == (pose.instance, pose.category, "ok")
         assert record["num_points"] == pose.num_points and record["reason"] is None
         for key in ("rotation", "translation", "size", "corners"):
@@ -150,14 +205,37 @@ def test_segmentation_pickle_masks_from_the_cli_equal_the_api(trained, predictor
     pickle_path = dataset.result_files[0]
     segmentation = read_segmentation_result(pickle_path)
     rgb_path, depth_path, _, _ = _frame_files(synth_root, segmentation.frame_prefix)
-    assert main(["--quiet", "predict", "--checkpoint", str(trained[0]), "--rgb", str(rgb_path), "--depth",
-                 str(depth_path), "--masks", str(pickle_path), "--intrinsics", "nocs-real",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "predict",
+                "--checkpoint",
+                str(trained[0]),
+                "--rgb",
+                str(rgb_path),
+                "--depth",
+                str(depth_path),
+                "--masks",
+                str(pickle_path),
+                "--intrinsics",
+                "nocs-real",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     records = json.loads((tmp_path / "poses.json").read_text())["objects"]
-    objects = predictor(read_color(rgb_path), read_depth(depth_path), nocs.REAL_INTRINSICS,
-                        [segmentation.pred_masks[:, :, j] for j in range(len(segmentation))],
-                        [nocs.CATEGORY_NAMES[c - 1] for c in segmentation.pred_class_ids],
-                        boxes=segmentation.pred_bboxes, scores=segmentation.pred_scores)
+    objects = predictor(
+        read_color(rgb_path),
+        read_depth(depth_path),
+        nocs.REAL_INTRINSICS,
+        [segmentation.pred_masks[:, :, j] for j in range(len(segmentation))],
+        [nocs.CATEGORY_NAMES[c - 1] for c in segmentation.pred_class_ids],
+        boxes=segmentation.pred_bboxes,
+        scores=segmentation.pred_scores,
+    )
     assert [record["score"] for record in records] == pytest.approx(segmentation.pred_scores.tolist())
     for record, pose in zip(records, objects, strict=True):
         assert record["status"] == ("ok" if pose.ok else "skipped")
@@ -171,8 +249,9 @@ def test_empty_and_sparse_masks_come_back_with_a_reason(predictor, synth_root):
     sparse = np.zeros(mask.shape, bool)
     rows, cols = np.nonzero((mask == first) & (depth > 0))
     sparse[rows[:10], cols[:10]] = True  # 10 usable pixels: at most 16 is too few (the test rule)
-    objects = predictor(rgb, depth, nocs.REAL_INTRINSICS, [mask == first, np.zeros(mask.shape, bool), sparse],
-                        [labels[first]] * 3)
+    objects = predictor(
+        rgb, depth, nocs.REAL_INTRINSICS, [mask == first, np.zeros(mask.shape, bool), sparse], [labels[first]] * 3
+    )
     assert [pose.reason for pose in objects] == [None, "empty_mask", "few_points"]
     assert objects[1].num_points == 0 and objects[2].num_points == 10 and objects[2].rotation is None
     assert "10 valid depth pixels" in objects[2].detail
@@ -209,8 +288,10 @@ def test_metric_depth_and_other_scales_give_the_same_poses(predictor, synth_root
         (lambda f: f.update(depth=f["depth"].astype(np.float32)), r"looks like millimetres"),
         (lambda f: f.update(intrinsics=np.array([[500.0, 0, 700], [0, 500, 240], [0, 0, 1]])), r"do not fit a 640x480"),
         (lambda f: f.update(categories={key: "teapot" for key in f["categories"]}), r"\['teapot'\] are not known"),
-        (lambda f: f.update(categories=list(f["categories"].values())[:2]),
-         r"holds [3-9] instance ids \[1, 2, 3(, [4-9])*\] but 2 categories"),  # the frame's ids, listed
+        (
+            lambda f: f.update(categories=list(f["categories"].values())[:2]),
+            r"holds [3-9] instance ids \[1, 2, 3(, [4-9])*\] but 2 categories",
+        ),  # the frame's ids, listed
     ],
 )
 def test_bad_inputs_are_named_errors(predictor, synth_root, change, message):
@@ -227,10 +308,19 @@ def test_corrupt_png_and_folder_runs(trained, synth_root, tmp_path, capsys):
         (tmp_path / "frames" / folder).mkdir(parents=True)
         for name in ("a", "b"):
             {"rgb": write_color, "depth": write_depth, "masks": write_mask}[folder](
-                tmp_path / "frames" / folder / f"{name}.png", data)
+                tmp_path / "frames" / folder / f"{name}.png", data
+            )
     (tmp_path / "labels.json").write_text(json.dumps({str(key): value for key, value in labels.items()}))
-    arguments = ["--quiet", "predict", "--checkpoint", str(trained[0]), "--intrinsics", "nocs-real",
-                 "--labels", str(tmp_path / "labels.json")]
+    arguments = [
+        "--quiet",
+        "predict",
+        "--checkpoint",
+        str(trained[0]),
+        "--intrinsics",
+        "nocs-real",
+        "--labels",
+        str(tmp_path / "labels.json"),
+    ]
     assert main(arguments + ["--frames", str(tmp_path / "frames"), "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert [frame["name"] for frame in summary["frames"]] == ["a", "b"] and summary["objects"] == {"ok": 10}
@@ -240,8 +330,19 @@ def test_corrupt_png_and_folder_runs(trained, synth_root, tmp_path, capsys):
 
     broken = tmp_path / "frames/rgb/a.png"
     broken.write_bytes(broken.read_bytes()[:50])
-    status = main(arguments + ["--rgb", str(broken), "--depth", str(tmp_path / "frames/depth/a.png"),
-                               "--masks", str(tmp_path / "frames/masks/a.png"), "--out", str(tmp_path / "bad")])
+    status = main(
+        arguments
+        + [
+            "--rgb",
+            str(broken),
+            "--depth",
+            str(tmp_path / "frames/depth/a.png"),
+            "--masks",
+            str(tmp_path / "frames/masks/a.png"),
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
     assert status == 2 and f"{broken}: colour image is empty, truncated" in capsys.readouterr().err
 
 
@@ -249,8 +350,10 @@ def test_import_cleanpose_stays_light_and_exports_predictor():
     import subprocess
     import sys
 
-    code = ("import sys, cleanpose; assert 'torch' not in sys.modules, 'torch imported'; "
-            "from cleanpose import Predictor; assert Predictor.__module__ == 'cleanpose.engine.predict'")
+    code = (
+        "import sys, cleanpose; assert 'torch' not in sys.modules, 'torch imported'; "
+        "from cleanpose import Predictor; assert Predictor.__module__ == 'cleanpose.engine.predict'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": ":".join(sys.path)})
 
 
@@ -273,8 +376,25 @@ def test_official_checkpoint_is_converted_in_memory(tmp_path):
 
 def test_folder_of_nocs_frames_with_segmentation_pickles(trained, synth_root, tmp_path):
     results = synth_root / "results/nocs_results/real_test"
-    assert main(["--quiet", "predict", "--checkpoint", str(trained[0]), "--intrinsics", "nocs-real", "--frames",
-                 str(synth_root / "real/test"), "--segmentation", str(results), "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "predict",
+                "--checkpoint",
+                str(trained[0]),
+                "--intrinsics",
+                "nocs-real",
+                "--frames",
+                str(synth_root / "real/test"),
+                "--segmentation",
+                str(results),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     names = [frame["name"] for frame in summary["frames"]]
     assert names == ["scene_1_0000", "scene_1_0001", "scene_2_0000", "scene_2_0001"]
@@ -282,17 +402,22 @@ def test_folder_of_nocs_frames_with_segmentation_pickles(trained, synth_root, tm
         segmentation = read_segmentation_result(results / f"results_test_{name}.pkl")
         records = json.loads((tmp_path / f"{name}.json").read_text())["objects"]
         assert [record["score"] for record in records] == pytest.approx(segmentation.pred_scores.tolist())
-        assert [record["category"] for record in records] == [nocs.CATEGORY_NAMES[c - 1]
-                                                               for c in segmentation.pred_class_ids]
+        assert [record["category"] for record in records] == [
+            nocs.CATEGORY_NAMES[c - 1] for c in segmentation.pred_class_ids
+        ]
     assert summary["objects"]["ok"] + summary["objects"].get("skipped", 0) == sum(
-        len(read_segmentation_result(path)) for path in results.glob("results_*.pkl"))
+        len(read_segmentation_result(path)) for path in results.glob("results_*.pkl")
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_tracks_fp32(trained, predictor, synth_root, precision):
     reduced = Predictor.from_checkpoint(trained[0], device="cpu", precision=precision)
     rgb, depth, mask, labels = _frame_arrays(synth_root)
-    for full, low in zip(predictor(rgb, depth, nocs.REAL_INTRINSICS, mask, labels),
-                         reduced(rgb, depth, nocs.REAL_INTRINSICS, mask, labels), strict=True):
+    for full, low in zip(
+        predictor(rgb, depth, nocs.REAL_INTRINSICS, mask, labels),
+        reduced(rgb, depth, nocs.REAL_INTRINSICS, mask, labels),
+        strict=True,
+    ):
         np.testing.assert_allclose(low.translation, full.translation, atol=0.02)
         np.testing.assert_allclose(low.size, full.size, rtol=0.1)

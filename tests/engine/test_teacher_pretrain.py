@@ -23,7 +23,10 @@ from cleanpose.models.distillation import (
 
 TINY_BERT = dict(trans_dim=32, depth=2, num_heads=2, num_groups=16, group_size=8, encoder_dims=32, drop_path_rate=0.1)
 TINY_SSG = dict(
-    num_centers=(16, 8), radii=(0.05, 0.1), num_samples=(8, 4), channels=((8, 8, 16), (16, 16, 24), (24, 32, 40)),
+    num_centers=(16, 8),
+    radii=(0.05, 0.1),
+    num_samples=(8, 4),
+    channels=((8, 8, 16), (16, 16, 24), (24, 32, 40)),
     out_dim=12,
 )
 TINY = {"pointbert": (PointBERTTeacher, TINY_BERT), "pointnet2_ssg": (PointNet2SSGTeacher, TINY_SSG)}
@@ -41,8 +44,15 @@ def test_loss_falls_and_accuracy_beats_chance():
     # 40 steps of 8 samples, lr 3e-3. Seeds 0-9: the loss fell by 0.23-0.69 (mean of the first vs the last
     # 10 steps; seed 9 -0.07, batch-to-batch noise), train accuracy 0.28-0.66 (chance 1/6).
     # Seed 0: fall 0.425, accuracy 0.375.
-    settings = TeacherPretrainSettings(teacher_kwargs={**TINY_BERT, "drop_path_rate": 0.0}, points=256, steps=40,
-                                       batch_size=8, lr=3e-3, seed=0, instances_per_category=8)
+    settings = TeacherPretrainSettings(
+        teacher_kwargs={**TINY_BERT, "drop_path_rate": 0.0},
+        points=256,
+        steps=40,
+        batch_size=8,
+        lr=3e-3,
+        seed=0,
+        instances_per_category=8,
+    )
     result = train_teacher(settings, device="cpu", progress=False)
     losses = np.array(result.losses)
     assert len(losses) == 40 and np.all(np.isfinite(losses))
@@ -56,11 +66,17 @@ def test_loss_falls_and_accuracy_beats_chance():
 @pytest.mark.parametrize("name", ["pointbert", "pointnet2_ssg"])
 def test_saved_file_loads_strictly_and_gives_the_same_features(tmp_path, name):
     cls, sizes = TINY[name]
-    settings = TeacherPretrainSettings(teacher=name, teacher_kwargs=sizes, points=64, steps=3, batch_size=4, lr=1e-3,
-                                       seed=2)
+    settings = TeacherPretrainSettings(
+        teacher=name, teacher_kwargs=sizes, points=64, steps=3, batch_size=4, lr=1e-3, seed=2
+    )
     result = train_teacher(settings, device="cpu", progress=False)
-    path = save_ulip_checkpoint(tmp_path / "teacher.pt", result.teacher, args={"teacher": name},
-                                train_accuracy=result.train_accuracy, format_version=PRETRAIN_FORMAT_VERSION)
+    path = save_ulip_checkpoint(
+        tmp_path / "teacher.pt",
+        result.teacher,
+        args={"teacher": name},
+        train_accuracy=result.train_accuracy,
+        format_version=PRETRAIN_FORMAT_VERSION,
+    )
     with torch.serialization.safe_globals([argparse.Namespace]):
         content = torch.load(path, weights_only=True)
     assert set(content) == {"state_dict", "args", "train_accuracy", "format_version"}
@@ -70,8 +86,9 @@ def test_saved_file_loads_strictly_and_gives_the_same_features(tmp_path, name):
     fresh = cls(**sizes, mode="eval")
     load_ulip_checkpoint(path, fresh)
     points = _cloud(2, 64, seed=3)
-    assert torch.equal(fresh(points, torch.Generator().manual_seed(1)),
-                       result.teacher(points, torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        fresh(points, torch.Generator().manual_seed(1)), result.teacher(points, torch.Generator().manual_seed(1))
+    )
 
 
 def test_same_seed_same_file_whatever_the_workers(tmp_path):
@@ -90,8 +107,9 @@ def test_same_seed_same_file_whatever_the_workers(tmp_path):
     for key, value in first["state_dict"].items():
         assert torch.equal(value, second["state_dict"][key]), key
     assert first["train_accuracy"] == second["train_accuracy"]
-    assert not torch.equal(first["state_dict"]["module.point_encoder.cls_pos"],
-                           other["state_dict"]["module.point_encoder.cls_pos"])
+    assert not torch.equal(
+        first["state_dict"]["module.point_encoder.cls_pos"], other["state_dict"]["module.point_encoder.cls_pos"]
+    )
 
 
 # ------------------------------------------------------------------------------------------ errors and CLI
@@ -126,7 +144,12 @@ def test_bad_arguments_fail_before_training(tmp_path):
 def test_cli_parser_and_error(tmp_path, capsys):
     args = build_parser().parse_args(["teacher", "pretrain", "--out", "t.pt", "--steps", "0", "--format", "housecat6d"])
     assert (args.teacher, args.format, args.steps, args.batch_size, args.device, args.instances_per_category) == (
-        "pointbert", "housecat6d", 0, 32, "auto", None
+        "pointbert",
+        "housecat6d",
+        0,
+        32,
+        "auto",
+        None,
     )
     assert main(["--quiet", "teacher", "pretrain", "--out", str(tmp_path / "t.pt"), "--steps", "0"]) == 2
     assert "cleanpose teacher: error: steps is 0; need at least 1 optimisation step" in capsys.readouterr().err

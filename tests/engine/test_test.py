@@ -43,8 +43,13 @@ def test_batched_prediction_equals_one_forward_per_image(synth_root, use_front_d
     model.eval()
     dataset = NocsTestDataset(synth_root, "real", image_size=28, num_points=48, detections="ground_truth", seed=5)
     items = load_items(dataset, range(len(dataset)), workers=0)
-    empty = {**items[1], **{key: items[1][key][:0] for key in ("pts", "rgb", "choose", "category_label",
-                                                                  "pred_class_ids", "pred_bboxes", "pred_scores")}}
+    empty = {
+        **items[1],
+        **{
+            key: items[1][key][:0]
+            for key in ("pts", "rgb", "choose", "category_label", "pred_class_ids", "pred_bboxes", "pred_scores")
+        },
+    }
     items.insert(2, empty)
     expected = []
     with torch.no_grad():

@@ -158,7 +158,9 @@ def test_bf16_autocast_step_tracks_the_fp32_step(train_config_file, tmp_path, rg
     for precision in ("fp32", "bf16"):
         model = {**TINY_MODEL, "rgb_backbone": rgb_backbone, "rgb": {**TINY_MODEL["rgb"], "psp_channels": 16}}
         path = train_config_file(
-            name=f"{precision}.yaml", model=model, data={"image_size": 56},
+            name=f"{precision}.yaml",
+            model=model,
+            data={"image_size": 56},
             run={"epochs": 1, "iterations_per_epoch": 1, "precision": precision, "out_dir": str(tmp_path / precision)},
         )
         train(load_config(path, TrainConfig), quiet=True)

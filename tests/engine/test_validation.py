@@ -50,8 +50,13 @@ def _assert_weights_equal(checkpoint: dict, weights: dict) -> None:
 def test_validation_equals_cleanpose_test_of_the_same_checkpoint(train_config_file, tmp_path, monkeypatch):
     path = train_config_file(
         data={"val_split": "real", "val_masks": "gt", "val_max_images": 0},
-        run={"epochs": 2, "iterations_per_epoch": 3, "validate_every": 4, "best_metric": "iou25",
-             "checkpoint_every": 100},  # fmt: skip
+        run={
+            "epochs": 2,
+            "iterations_per_epoch": 3,
+            "validate_every": 4,
+            "best_metric": "iou25",
+            "checkpoint_every": 100,
+        },  # fmt: skip
     )
     weights = _record_weights(monkeypatch)
     train(load_config(path, TrainConfig), quiet=True)
@@ -97,7 +102,8 @@ def test_best_checkpoint_follows_the_metric_and_resume_keeps_it(train_config_fil
     scripted = iter([10.0, 30.0, 20.0, 25.0])
     real_means = hooks.metrics_to_json
     monkeypatch.setattr(
-        hooks, "metrics_to_json",
+        hooks,
+        "metrics_to_json",
         lambda metrics: {"mean": {**real_means(metrics)["mean"], "10deg5cm": next(scripted)}},
     )
     weights = _record_weights(monkeypatch)

@@ -86,8 +86,11 @@ def build_result_set(
         for class_id in gt_class_ids:
             rotation = _rotation(rng)
             translation = np.array(
-                [rng.uniform(-scene_spread_m, scene_spread_m), rng.uniform(-scene_spread_m, scene_spread_m) * 2 / 3,
-                 rng.uniform(0.5, 1.3)]
+                [
+                    rng.uniform(-scene_spread_m, scene_spread_m),
+                    rng.uniform(-scene_spread_m, scene_spread_m) * 2 / 3,
+                    rng.uniform(0.5, 1.3),
+                ]
             )
             scale = rng.uniform(0.1, 0.4)
             extents = _unit_extents(rng)
@@ -97,8 +100,16 @@ def build_result_set(
             copies = int(rng.random() < detection_rate)
             copies += int(copies and rng.random() < duplicate_rate)
             for copy in range(copies):
-                noisy = _perturbed(rng, rotation, translation, scale, extents, rotation_noise_deg * (1 + 2 * copy),
-                                   translation_noise_m * (1 + 2 * copy), y_spin=int(class_id) in symmetric_ids)
+                noisy = _perturbed(
+                    rng,
+                    rotation,
+                    translation,
+                    scale,
+                    extents,
+                    rotation_noise_deg * (1 + 2 * copy),
+                    translation_noise_m * (1 + 2 * copy),
+                    y_spin=int(class_id) in symmetric_ids,
+                )
                 pred_class_ids.append(int(class_id))
                 pred_RTs.append(_pose(noisy[0], noisy[1], noisy[2]))
                 pred_scales.append(noisy[3])

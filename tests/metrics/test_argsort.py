@@ -64,7 +64,7 @@ def test_properties_on_tie_heavy_arrays():
         assert sorted(order.tolist()) == list(range(len(values)))  # a permutation
         ranked = values[order]
         finite = ranked[~np.isnan(ranked)]
-        assert np.all(finite[1:] >= finite[:-1]) and np.isnan(ranked[len(finite):]).all()  # sorted, NaN last
+        assert np.all(finite[1:] >= finite[:-1]) and np.isnan(ranked[len(finite) :]).all()  # sorted, NaN last
         np.testing.assert_array_equal(introsort_argsort(values.copy()), order)  # deterministic
         np.testing.assert_array_equal(reference_argsort(values), order)  # the shortcuts change nothing
         # the order is a function of the values' ranks only: the dtype and the numbers do not matter
@@ -135,8 +135,12 @@ def numpy_126(tmp_path_factory) -> str:
     try:
         venv.create(folder / "venv", with_pip=True)
         python = str(folder / "venv" / "bin" / "python")
-        subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "numpy==1.26.4"],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "numpy==1.26.4"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     except (subprocess.SubprocessError, OSError) as error:
         pytest.skip(f"cannot build a venv with numpy 1.26.4: {error}")
     return python
@@ -168,11 +172,16 @@ def test_matches_numpy_126_generic_sort(numpy_126, tmp_path):
     script = tmp_path / "argsort.py"
     script.write_text(NUMPY_ARGSORT)
     environment = {**os.environ, "NPY_DISABLE_CPU_FEATURES": DISABLE_AVX512}
-    subprocess.run([numpy_126, str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], check=True,
-                   env=environment, timeout=120)
+    subprocess.run(
+        [numpy_126, str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        check=True,
+        env=environment,
+        timeout=120,
+    )
     expected = np.load(tmp_path / "out.npz")
-    mismatches = [name for name, values in arrays.items()
-                  if not np.array_equal(reference_argsort(values), expected[name])]
+    mismatches = [
+        name for name, values in arrays.items() if not np.array_equal(reference_argsort(values), expected[name])
+    ]
     assert not mismatches, json.dumps(mismatches[:10])
     # the check has teeth: NumPy's stable sort disagrees on most of these arrays
     assert sum(not np.array_equal(np.argsort(v, kind="stable"), expected[k]) for k, v in arrays.items()) > 1000

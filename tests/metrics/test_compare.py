@@ -10,8 +10,14 @@ import pytest
 import yaml
 
 from cleanpose.errors import ConfigError
-from cleanpose.metrics import (compare_runs, evaluate_results, metrics_to_json, save_results_npz, write_comparison,
-                               write_report)
+from cleanpose.metrics import (
+    compare_runs,
+    evaluate_results,
+    metrics_to_json,
+    save_results_npz,
+    write_comparison,
+    write_report,
+)
 from cleanpose.metrics.compare import COLUMNS, ground_truth_digest
 from cleanpose.metrics.evaluate import average_precisions, match_arrays
 from cleanpose.metrics.results_io import collect_results
@@ -44,10 +50,14 @@ def _config(lr: float, seed: int) -> dict:
 
 
 def _values(folder_or_document) -> np.ndarray:
-    document = folder_or_document if isinstance(folder_or_document, dict) else json.loads(
-        (folder_or_document / "metrics.json").read_text())
-    row = [document["mean"][key] for key in COLUMNS[:7]] + [document["iou_axis_aligned"]["mean"][key]
-                                                            for key in ("iou25", "iou50", "iou75")]
+    document = (
+        folder_or_document
+        if isinstance(folder_or_document, dict)
+        else json.loads((folder_or_document / "metrics.json").read_text())
+    )
+    row = [document["mean"][key] for key in COLUMNS[:7]] + [
+        document["iou_axis_aligned"]["mean"][key] for key in ("iou25", "iou50", "iou75")
+    ]
     return np.array(row, dtype=float)
 
 
@@ -64,8 +74,10 @@ def runs(tmp_path_factory):
 
 def test_seed_groups_are_mean_and_sample_std_of_the_runs(runs, tmp_path):
     comparison = compare_runs(runs)
-    assert [group.runs for group in comparison.groups] == [tuple(f.name for f in runs[:3]),
-                                                          tuple(f.name for f in runs[3:])]
+    assert [group.runs for group in comparison.groups] == [
+        tuple(f.name for f in runs[:3]),
+        tuple(f.name for f in runs[3:]),
+    ]
     for group, members in zip(comparison.groups, (runs[:3], runs[3:])):
         values = np.stack([_values(folder) for folder in members])
         np.testing.assert_allclose(group.mean, values.mean(axis=0), rtol=0, atol=1e-12)
@@ -82,8 +94,11 @@ def test_seed_groups_are_mean_and_sample_std_of_the_runs(runs, tmp_path):
 def test_bootstrap_intervals_redone_by_hand(runs):
     count, seed = 4, 4
     comparison = compare_runs(runs, bootstrap=count, seed=seed)
-    loaded = [[result for result in _noisy(s * 10 + int(lr * 1e4), shift)]
-              for lr, shift in ((1e-3, 0.004), (5e-3, 0.012)) for s in (1, 2, 3)]
+    loaded = [
+        [result for result in _noisy(s * 10 + int(lr * 1e4), shift)]
+        for lr, shift in ((1e-3, 0.004), (5e-3, 0.012))
+        for s in (1, 2, 3)
+    ]
     generator = np.random.default_rng(seed)
     samples = np.empty((count, 2, len(COLUMNS)))
     for sample in range(count):
@@ -116,7 +131,7 @@ def test_identical_runs_differ_by_exactly_zero(tmp_path):
 def test_refused_inputs(tmp_path):
     full = _run(tmp_path / "full", BASE)
     with_gt = next(index for index, result in enumerate(BASE) if len(result["gt_class_ids"]))
-    subset = BASE[:with_gt] + BASE[with_gt + 1:]
+    subset = BASE[:with_gt] + BASE[with_gt + 1 :]
     fewer = _run(tmp_path / "fewer", subset)
     with pytest.raises(ConfigError, match="different image sets"):
         compare_runs([full, fewer])

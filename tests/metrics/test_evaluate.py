@@ -43,8 +43,10 @@ def _interval_iou(intervals_1, intervals_2):
 def _box_iou(pred_pose, pred_extents, gt_pose, gt_extents, axis_aligned):
     corners_1, corners_2 = _corners(pred_pose, pred_extents), _corners(gt_pose, gt_extents)
     if axis_aligned:  # one interval per camera axis
-        intervals = [[(min(c[a] for c in corners), max(c[a] for c in corners)) for a in range(3)]
-                     for corners in (corners_1, corners_2)]
+        intervals = [
+            [(min(c[a] for c in corners), max(c[a] for c in corners)) for a in range(3)]
+            for corners in (corners_1, corners_2)
+        ]
     else:  # the official axis bug: one interval per corner, over its x, y, z
         intervals = [[(min(c), max(c)) for c in corners] for corners in (corners_1, corners_2)]
     return _interval_iou(*intervals)
@@ -56,17 +58,23 @@ def _pair_iou(pred_pose, pred_extents, gt_pose, gt_extents, symmetric, axis_alig
     best = 0.0
     for step in range(20):
         theta = 2 * math.pi * step / 20
-        y_rotation = [[math.cos(theta), 0, math.sin(theta), 0], [0, 1, 0, 0],
-                      [-math.sin(theta), 0, math.cos(theta), 0], [0, 0, 0, 1]]
+        y_rotation = [
+            [math.cos(theta), 0, math.sin(theta), 0],
+            [0, 1, 0, 0],
+            [-math.sin(theta), 0, math.cos(theta), 0],
+            [0, 0, 0, 1],
+        ]
         best = max(best, _box_iou(_matmul(pred_pose, y_rotation), pred_extents, gt_pose, gt_extents, axis_aligned))
     return best
 
 
 def _decompose(pose):
     linear = [row[:3] for row in pose[:3]]
-    det = (linear[0][0] * (linear[1][1] * linear[2][2] - linear[1][2] * linear[2][1])
-           - linear[0][1] * (linear[1][0] * linear[2][2] - linear[1][2] * linear[2][0])
-           + linear[0][2] * (linear[1][0] * linear[2][1] - linear[1][1] * linear[2][0]))
+    det = (
+        linear[0][0] * (linear[1][1] * linear[2][2] - linear[1][2] * linear[2][1])
+        - linear[0][1] * (linear[1][0] * linear[2][2] - linear[1][2] * linear[2][0])
+        + linear[0][2] * (linear[1][0] * linear[2][1] - linear[1][1] * linear[2][0])
+    )
     scale = math.copysign(abs(det) ** (1 / 3), det)
     return [[value / scale for value in row] for row in linear], [pose[row][3] for row in range(3)]
 
@@ -91,8 +99,9 @@ def _ascending(values, tie_order):
     test_argsort)."""
     if tie_order == "reference":
         return introsort_argsort(np.array(values, dtype=np.float64)).tolist()
-    return sorted(range(len(values)),
-                  key=lambda k: (math.isnan(values[k]), 0.0 if math.isnan(values[k]) else values[k], k))
+    return sorted(
+        range(len(values)), key=lambda k: (math.isnan(values[k]), 0.0 if math.isnan(values[k]) else values[k], k)
+    )
 
 
 def _score_order(scores, tie_order="stable"):
@@ -110,7 +119,9 @@ def _brute_ap(flags, scores, num_gt, tie_order="stable"):
     recalls = [0.0] + recalls + [1.0]
     for i in range(len(precisions) - 2, -1, -1):
         precisions[i] = max(precisions[i], precisions[i + 1])
-    return sum((recalls[i] - recalls[i - 1]) * precisions[i] for i in range(1, len(recalls)) if recalls[i] != recalls[i - 1])
+    return sum(
+        (recalls[i] - recalls[i - 1]) * precisions[i] for i in range(1, len(recalls)) if recalls[i] != recalls[i - 1]
+    )
 
 
 def _brute_iou_match(overlaps, thresholds_count_gts, tau, tie_order):
@@ -144,13 +155,26 @@ def _brute_pose_match(errors, degrees, cm, tie_order):
     return pred_matched, gt_matched
 
 
-def brute_force_metrics(results, classes, iou_symmetric, rotation_symmetric, aa_symmetric, handle_class,
-                        iou_thresholds, pose_thresholds, tie_order="stable"):
+def brute_force_metrics(
+    results,
+    classes,
+    iou_symmetric,
+    rotation_symmetric,
+    aa_symmetric,
+    handle_class,
+    iou_thresholds,
+    pose_thresholds,
+    tie_order="stable",
+):
     """APs × 100: {("iou", c, τ), ("aa", c, τ), ("pose", c, D, S)} → value, straight from docs/metrics.md."""
     out = {}
     for class_id, name in enumerate(classes, start=1):
-        pooled = {key: ([], []) for key in [("iou", t) for t in iou_thresholds] + [("aa", t) for t in iou_thresholds]
-                  + [("pose", d, s) for d, s in pose_thresholds]}
+        pooled = {
+            key: ([], [])
+            for key in [("iou", t) for t in iou_thresholds]
+            + [("aa", t) for t in iou_thresholds]
+            + [("pose", d, s) for d, s in pose_thresholds]
+        }
         num_gt_all, num_gt_kept = 0, 0
         for result in results:
             if len(result["gt_class_ids"]) == 0 and len(result["pred_class_ids"]) == 0:
@@ -167,10 +191,29 @@ def brute_force_metrics(results, classes, iou_symmetric, rotation_symmetric, aa_
             pred_extents = [result["pred_scales"][i].astype(float).tolist() for i in preds]
             gt_extents = [result["gt_scales"][j].astype(float).tolist() for j in gts]
             num_gt_all += len(gts)
-            overlaps = {kind: [[float(np.float32(_pair_iou(
-                pred_poses[i], pred_extents[i], gt_poses[j], gt_extents[j],
-                (name in aa_symmetric) if kind == "aa" else (name in iou_symmetric or handle_zero[j]), kind == "aa")))
-                for j in range(len(gts))] for i in range(len(preds))] for kind in ("iou", "aa")}
+            overlaps = {
+                kind: [
+                    [
+                        float(
+                            np.float32(
+                                _pair_iou(
+                                    pred_poses[i],
+                                    pred_extents[i],
+                                    gt_poses[j],
+                                    gt_extents[j],
+                                    (name in aa_symmetric)
+                                    if kind == "aa"
+                                    else (name in iou_symmetric or handle_zero[j]),
+                                    kind == "aa",
+                                )
+                            )
+                        )
+                        for j in range(len(gts))
+                    ]
+                    for i in range(len(preds))
+                ]
+                for kind in ("iou", "aa")
+            }
             for kind in ("iou", "aa"):
                 for tau in iou_thresholds:
                     flags, _ = _brute_iou_match(overlaps[kind], len(gts), tau, tie_order)
@@ -180,11 +223,16 @@ def brute_force_metrics(results, classes, iou_symmetric, rotation_symmetric, aa_
             kept_i = [i for i in range(len(preds)) if kept_preds[i]]
             kept_j = [j for j in range(len(gts)) if kept_gts[j]]
             num_gt_kept += len(kept_j)
-            errors = [[_pose_errors(pred_poses[i], gt_poses[j], name in rotation_symmetric or handle_zero[j])
-                       for j in kept_j] for i in kept_i]
+            errors = [
+                [_pose_errors(pred_poses[i], gt_poses[j], name in rotation_symmetric or handle_zero[j]) for j in kept_j]
+                for i in kept_i
+            ]
             for degrees, cm in pose_thresholds:
-                flags, _ = (_brute_pose_match(errors, degrees, cm, tie_order) if kept_i and kept_j
-                            else ([False] * len(kept_i), []))
+                flags, _ = (
+                    _brute_pose_match(errors, degrees, cm, tie_order)
+                    if kept_i and kept_j
+                    else ([False] * len(kept_i), [])
+                )
                 pooled[("pose", degrees, cm)][0].extend(flags)
                 pooled[("pose", degrees, cm)][1].extend(scores[i] for i in kept_i)
         for key, (flags, scores) in pooled.items():
@@ -194,18 +242,41 @@ def brute_force_metrics(results, classes, iou_symmetric, rotation_symmetric, aa_
 
 
 IOU_CHECKED = [0.0, 0.05, 0.1, 0.25, 0.5, 0.6, 0.75, 0.9]
-POSE_CHECKED = [(5.0, 2.0), (5.0, 5.0), (10.0, 2.0), (10.0, 5.0), (3.0, 100.0), (20.0, 100.0), (360.0, 1.0), (360.0, 3.5)]
+POSE_CHECKED = [
+    (5.0, 2.0),
+    (5.0, 5.0),
+    (10.0, 2.0),
+    (10.0, 5.0),
+    (3.0, 100.0),
+    (20.0, 100.0),
+    (360.0, 1.0),
+    (360.0, 3.5),
+]
 
 
 @pytest.mark.parametrize(
     "dataset, seed, spread, negate, tie_order",
-    [("nocs", 0, 0.3, False, "stable"), ("nocs", 1, 0.04, False, "reference"), ("housecat6d", 2, 0.3, False, "stable"),
-     ("housecat6d", 3, 0.04, False, "reference"), ("nocs", 4, 0.04, True, "reference")],
+    [
+        ("nocs", 0, 0.3, False, "stable"),
+        ("nocs", 1, 0.04, False, "reference"),
+        ("housecat6d", 2, 0.3, False, "stable"),
+        ("housecat6d", 3, 0.04, False, "reference"),
+        ("nocs", 4, 0.04, True, "reference"),
+    ],
 )
 def test_matches_literal_brute_force(dataset, seed, spread, negate, tie_order):
     rng = np.random.default_rng(seed)
-    results = build_result_set(rng, 10, dataset, mean_objects=3.0, max_objects=5, scene_spread_m=spread,
-                               duplicate_rate=0.4, rotation_noise_deg=8.0, translation_noise_m=0.02)
+    results = build_result_set(
+        rng,
+        10,
+        dataset,
+        mean_objects=3.0,
+        max_objects=5,
+        scene_spread_m=spread,
+        duplicate_rate=0.4,
+        rotation_noise_deg=8.0,
+        translation_noise_m=0.02,
+    )
     if negate:  # an untrained network can predict negative sizes; the official code takes them as they are
         for result in results:
             result["pred_scales"] *= rng.choice([-1.0, 1.0], size=result["pred_scales"].shape).astype(np.float32)
@@ -221,8 +292,9 @@ def test_matches_literal_brute_force(dataset, seed, spread, negate, tie_order):
         for result in results:
             result["gt_handle_visibility"] = np.ones(len(result["gt_class_ids"]))
     metrics = evaluate_results(results, dataset, tie_order=tie_order)
-    expected = brute_force_metrics(results, classes, symmetric, symmetric, aa_symmetric, handle, IOU_CHECKED,
-                                   POSE_CHECKED, tie_order)
+    expected = brute_force_metrics(
+        results, classes, symmetric, symmetric, aa_symmetric, handle, IOU_CHECKED, POSE_CHECKED, tie_order
+    )
     for key, value in expected.items():
         if key[0] == "pose":
             ours = metrics.pose_ap_at(key[2], key[3])[key[1] - 1]
@@ -238,7 +310,8 @@ def test_matches_literal_brute_force(dataset, seed, spread, negate, tie_order):
 # Hand-derived cases (docs/metrics.md §14)
 
 
-def _pose(rotation=np.eye(3), translation=(0.0, 0.0, 1.0), scale=0.2):
+def _pose(rotation=None, translation=(0.0, 0.0, 1.0), scale=0.2):
+    rotation = np.eye(3) if rotation is None else rotation
     pose = np.eye(4, dtype=np.float32)
     pose[:3, :3] = scale * np.asarray(rotation)
     pose[:3, 3] = translation
@@ -272,17 +345,19 @@ def test_perfect_predictions_give_100_everywhere():
         pose = _pose(_rotated([0.3, 1, 0.2], 40 * index), (0.1 * index - 0.3, 0.05, 0.8 + 0.1 * index))
         results.append(_image([(class_id, pose, EXTENTS)], [(class_id, pose, EXTENTS, 0.9)]))
     document = metrics_to_json(evaluate_results(results, "nocs"))
-    for section in (document["classes"], {"mean": document["mean"]}, document["iou_axis_aligned"]["classes"],
-                    {"mean": document["iou_axis_aligned"]["mean"]}):
+    for section in (
+        document["classes"],
+        {"mean": document["mean"]},
+        document["iou_axis_aligned"]["classes"],
+        {"mean": document["iou_axis_aligned"]["mean"]},
+    ):
         for values in section.values():
             assert all(value == pytest.approx(100.0) for value in values.values())
     assert list(document["classes"]) == NOCS_CLASSES
     assert list(document["mean"]) == [*HEADLINE_IOU_KEYS, *HEADLINE_POSE_KEYS]
 
 
-@pytest.mark.parametrize(
-    "degrees, passes_5, passes_10", [(4.9, True, True), (5.1, False, True), (10.1, False, False)]
-)
+@pytest.mark.parametrize("degrees, passes_5, passes_10", [(4.9, True, True), (5.1, False, True), (10.1, False, False)])
 def test_rotation_limits_of_a_non_symmetric_box(degrees, passes_5, passes_10):
     gt = _pose(_rotated([0, 1, 0], 30))
     pred = _pose(_rotated([0, 1, 0], 30) @ _rotated([1, 0, 0], degrees))
@@ -324,7 +399,9 @@ def test_mug_is_symmetric_only_without_visible_handle(handle, expected):
 def test_class_with_predictions_but_no_gt_is_undefined_for_iou_only():
     gt_pose = _pose(translation=(0.0, 0.0, 0.8))
     results = [
-        _image([(1, gt_pose, EXTENTS)], [(1, gt_pose, EXTENTS, 0.9), (3, _pose(translation=(0.2, 0, 1.0)), EXTENTS, 0.7)])
+        _image(
+            [(1, gt_pose, EXTENTS)], [(1, gt_pose, EXTENTS, 0.9), (3, _pose(translation=(0.2, 0, 1.0)), EXTENTS, 0.7)]
+        )
     ]
     document = metrics_to_json(evaluate_results(results, "nocs"))
     assert document["classes"]["camera"]["iou25"] is None and document["classes"]["camera"]["iou75"] is None

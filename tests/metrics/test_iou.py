@@ -60,14 +60,33 @@ def test_matches_per_pair_loop_with_and_without_symmetry():
     rng = np.random.default_rng(0)
     count = 12
     rotations = Rotation.random(2 * count, random_state=np.random.default_rng(1)).as_matrix()
-    gt = np.stack([_pose(rotations[i], [rng.uniform(-0.1, 0.1), 0.0, 1.0], rng.uniform(0.1, 0.3)) for i in range(count)])
-    pred = np.stack([_pose(rotations[count + i] if i % 3 == 0 else rotations[i],
-                           gt[i, :3, 3] + rng.normal(0, 0.02, 3), rng.uniform(0.1, 0.3)) for i in range(count)])
+    gt = np.stack(
+        [_pose(rotations[i], [rng.uniform(-0.1, 0.1), 0.0, 1.0], rng.uniform(0.1, 0.3)) for i in range(count)]
+    )
+    pred = np.stack(
+        [
+            _pose(
+                rotations[count + i] if i % 3 == 0 else rotations[i],
+                gt[i, :3, 3] + rng.normal(0, 0.02, 3),
+                rng.uniform(0.1, 0.3),
+            )
+            for i in range(count)
+        ]
+    )
     pred_extents, gt_extents = rng.uniform(0.3, 1.0, (count, 3)), rng.uniform(0.3, 1.0, (count, 3))
     symmetric = np.arange(count) % 2 == 0
     for function, axis_aligned in ((nocs_iou, False), (axis_aligned_iou, True)):
         ours = function(pred, pred_extents, gt, gt_extents, symmetric)
-        expected = [_pair_iou(pred[i].tolist(), pred_extents[i].tolist(), gt[i].tolist(), gt_extents[i].tolist(),
-                              bool(symmetric[i]), axis_aligned) for i in range(count)]
+        expected = [
+            _pair_iou(
+                pred[i].tolist(),
+                pred_extents[i].tolist(),
+                gt[i].tolist(),
+                gt_extents[i].tolist(),
+                bool(symmetric[i]),
+                axis_aligned,
+            )
+            for i in range(count)
+        ]
         np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
         assert np.all(ours[symmetric] >= function(pred, pred_extents, gt, gt_extents, np.zeros(count, bool))[symmetric])

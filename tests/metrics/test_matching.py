@@ -41,7 +41,10 @@ def test_iou_matching_matches_literal_walk(tie_order, gts):
             expected_pred, expected_gt = _brute_iou_match(overlaps, int(num_gts[group]), tau, tie_order)
             assert pred_matched[group, t, : num_preds[group]].tolist() == expected_pred
             assert gt_matched[group, t, : num_gts[group]].tolist() == expected_gt
-            assert not pred_matched[group, t, num_preds[group]:].any() and not gt_matched[group, t, num_gts[group]:].any()
+            assert (
+                not pred_matched[group, t, num_preds[group] :].any()
+                and not gt_matched[group, t, num_gts[group] :].any()
+            )
 
 
 @pytest.mark.parametrize("tie_order, gts", TIE_CASES)

@@ -51,4 +51,5 @@ def test_the_seventeen_bottle_case_by_number():
     results = tie_cases.seventeen_bottles(26)
     assert evaluate_results(results, "housecat6d").iou_ap_at(0.75)[1] == pytest.approx(30.017301, abs=1e-4)
     assert evaluate_results(results, "housecat6d", tie_order="stable").iou_ap_at(0.75)[1] == pytest.approx(
-        29.134948, abs=1e-4)
+        29.134948, abs=1e-4
+    )

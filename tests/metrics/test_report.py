@@ -18,8 +18,12 @@ from tests.metrics.test_evaluate import EXTENTS, _image, _pose
 def _metrics_with_undefined_class():
     gt = _pose(translation=(0.0, 0.0, 0.8))
     half_missed = _pose(translation=(0.3, 0.0, 0.8))
-    results = [_image([(1, gt, EXTENTS), (1, half_missed, EXTENTS)],
-                      [(1, gt, EXTENTS, 0.9), (3, _pose(translation=(-0.3, 0, 1.0)), EXTENTS, 0.7)])]
+    results = [
+        _image(
+            [(1, gt, EXTENTS), (1, half_missed, EXTENTS)],
+            [(1, gt, EXTENTS, 0.9), (3, _pose(translation=(-0.3, 0, 1.0)), EXTENTS, 0.7)],
+        )
+    ]
     return evaluate_results(results, "nocs")  # bottle: IoU AP 50, pose AP 100; camera: IoU undefined
 
 
@@ -32,11 +36,21 @@ def test_json_document(tmp_path):
     assert document == metrics_to_json(metrics)
     assert list(document) == ["dataset", "tie_order", "counts", "classes", "mean", "iou_axis_aligned"]
     assert document["tie_order"] == "reference"
-    assert document["counts"] == {"images": metrics.num_images, "gts": metrics.num_gts,
-                                  "predictions": metrics.num_predictions}
+    assert document["counts"] == {
+        "images": metrics.num_images,
+        "gts": metrics.num_gts,
+        "predictions": metrics.num_predictions,
+    }
     assert document["dataset"] == "nocs"
-    assert document["classes"]["bottle"] == {"iou25": 50.0, "iou50": 50.0, "iou75": 50.0, "5deg2cm": 100.0,
-                                             "5deg5cm": 100.0, "10deg2cm": 100.0, "10deg5cm": 100.0}
+    assert document["classes"]["bottle"] == {
+        "iou25": 50.0,
+        "iou50": 50.0,
+        "iou75": 50.0,
+        "5deg2cm": 100.0,
+        "5deg5cm": 100.0,
+        "10deg2cm": 100.0,
+        "10deg5cm": 100.0,
+    }
     assert document["classes"]["camera"]["iou25"] is None and document["classes"]["camera"]["10deg5cm"] == 0.0
     assert document["mean"]["iou50"] is None and document["mean"]["5deg5cm"] == pytest.approx(100 / 6)
     assert document["iou_axis_aligned"]["classes"]["bottle"] == {"iou25": 50.0, "iou50": 50.0, "iou75": 50.0}
@@ -48,8 +62,23 @@ def test_csv_and_markdown(tmp_path):
     write_report(metrics, tmp_path, plots=False)
     with open(tmp_path / "metrics.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == CSV_COLUMNS == ["class", "iou25", "iou50", "iou75", "5deg2cm", "5deg5cm", "10deg2cm",
-                                      "10deg5cm", "aa_iou25", "aa_iou50", "aa_iou75"]
+    assert (
+        rows[0]
+        == CSV_COLUMNS
+        == [
+            "class",
+            "iou25",
+            "iou50",
+            "iou75",
+            "5deg2cm",
+            "5deg5cm",
+            "10deg2cm",
+            "10deg5cm",
+            "aa_iou25",
+            "aa_iou50",
+            "aa_iou75",
+        ]
+    )
     assert [row[0] for row in rows[1:]] == [*metrics.class_names, "mean"]
     camera = rows[1 + 2]
     assert camera[1:4] == ["", "", ""] and camera[8:] == ["", "", ""] and float(camera[4]) == 0.0
@@ -81,7 +110,9 @@ def test_cli_evaluate(tmp_path, capsys):
     results = build_result_set(np.random.default_rng(1), 5)
     with open(tmp_path / "results.pkl", "wb") as handle:
         pickle.dump(results, handle)
-    status = cli.main(["--quiet", "evaluate", "--results", str(tmp_path / "results.pkl"), "--out", str(tmp_path / "out")])
+    status = cli.main(
+        ["--quiet", "evaluate", "--results", str(tmp_path / "results.pkl"), "--out", str(tmp_path / "out")]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     expected = evaluate_results(results, "nocs")
@@ -91,8 +122,18 @@ def test_cli_evaluate(tmp_path, capsys):
     results[2]["gt_scales"][0, 0] = -1.0
     with open(tmp_path / "results.pkl", "wb") as handle:
         pickle.dump(results, handle)
-    status = cli.main(["--quiet", "evaluate", "--results", str(tmp_path / "results.pkl"), "--out", str(tmp_path / "o2"),
-                       "--dataset", "nocs"])
+    status = cli.main(
+        [
+            "--quiet",
+            "evaluate",
+            "--results",
+            str(tmp_path / "results.pkl"),
+            "--out",
+            str(tmp_path / "o2"),
+            "--dataset",
+            "nocs",
+        ]
+    )
     assert status == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("cleanpose evaluate: error: ") and "results.pkl[2]: key 'gt_scales', instance 0" in error

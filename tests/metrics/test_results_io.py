@@ -43,7 +43,10 @@ def test_folder_without_results_pickles_reads_every_pickle_below(tmp_path):
     for dataset in ("nocs", "housecat6d"):
         files = find_result_files(tmp_path, dataset)
         assert [f.relative_to(tmp_path).as_posix() for f in files] == [
-            "test_scene1/000003.pkl", "test_scene10/000000.pkl", "test_scene2/000001.pkl"]
+            "test_scene1/000003.pkl",
+            "test_scene10/000000.pkl",
+            "test_scene2/000001.pkl",
+        ]
     loaded = load_results(tmp_path, "housecat6d")
     direct = evaluate_results([results[0], results[2], results[1]], "housecat6d")
     from_disk = evaluate_results(loaded.results, "housecat6d", origins=loaded.origins)
@@ -79,8 +82,11 @@ def test_error_names_file_index_key_and_instance(tmp_path):
     results[1]["pred_RTs"][1, 3, 3] = 2.0
     _dump(tmp_path / "all.pkl", results)
     loaded = load_results(tmp_path / "all.pkl", "nocs")
-    with pytest.raises(DataFormatError, match=r"all\.pkl\[1\]: key 'pred_RTs', instance 1: last row is not exactly "
-                                              r"\[0, 0, 0, 1\] \(\[0\.0, 0\.0, 0\.0, 2\.0\]\)"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"all\.pkl\[1\]: key 'pred_RTs', instance 1: last row is not exactly "
+        r"\[0, 0, 0, 1\] \(\[0\.0, 0\.0, 0\.0, 2\.0\]\)",
+    ):
         evaluate_results(loaded.results, "nocs", origins=loaded.origins)
 
 
@@ -94,22 +100,35 @@ def _broken(mutate):
     "mutate, message",
     [
         (lambda r: r.pop("pred_scores"), r"results\[1\]: missing key 'pred_scores'"),
-        (lambda r: r.update(gt_RTs=r["gt_RTs"][:, :3]),
-         r"results\[1\]: key 'gt_RTs' has shape \(\d, 3, 4\); expected \(\d, 4, 4\)"),
-        (lambda r: r.update(pred_scales=r["pred_scales"][:, :1]),
-         r"key 'pred_scales' has shape \(\d, 1\); expected \(\d, 3\)"),
-        (lambda r: r.update(pred_scores=r["pred_scores"][:-1]), r"key 'pred_scores' has shape \(\d,\); expected \(\d,\)"),
-        (lambda r: r.update(gt_handle_visibility=np.ones(7)),
-         r"key 'gt_handle_visibility' has shape \(7,\); expected \(\d,\), one entry per gt"),
+        (
+            lambda r: r.update(gt_RTs=r["gt_RTs"][:, :3]),
+            r"results\[1\]: key 'gt_RTs' has shape \(\d, 3, 4\); expected \(\d, 4, 4\)",
+        ),
+        (
+            lambda r: r.update(pred_scales=r["pred_scales"][:, :1]),
+            r"key 'pred_scales' has shape \(\d, 1\); expected \(\d, 3\)",
+        ),
+        (
+            lambda r: r.update(pred_scores=r["pred_scores"][:-1]),
+            r"key 'pred_scores' has shape \(\d,\); expected \(\d,\)",
+        ),
+        (
+            lambda r: r.update(gt_handle_visibility=np.ones(7)),
+            r"key 'gt_handle_visibility' has shape \(7,\); expected \(\d,\), one entry per gt",
+        ),
         (lambda r: r["pred_class_ids"].__setitem__(0, 7), r"key 'pred_class_ids', instance 0: class id outside 1\.\.6"),
         (lambda r: r["gt_class_ids"].__setitem__(0, 0), r"key 'gt_class_ids', instance 0: class id outside 1\.\.6"),
         (lambda r: r["gt_RTs"].__setitem__((1, 0, 3), np.nan), r"key 'gt_RTs', instance 1: contains NaN or inf"),
         (lambda r: r["pred_scales"].__setitem__((0, 2), np.inf), r"key 'pred_scales', instance 0: contains NaN or inf"),
         (lambda r: r["pred_scores"].__setitem__(1, np.nan), r"key 'pred_scores', instance 1: contains NaN or inf"),
-        (lambda r: r["pred_RTs"].__setitem__((0, 2), -r["pred_RTs"][0, 2]),
-         r"key 'pred_RTs', instance 0: det\(RT\[:3, :3\]\) <= 0"),
-        (lambda r: r["gt_RTs"].__setitem__((0, 0, 1), r["gt_RTs"][0, 0, 1] + 0.05),
-         r"key 'gt_RTs', instance 0: RT\[:3, :3\] is not a scaled rotation"),
+        (
+            lambda r: r["pred_RTs"].__setitem__((0, 2), -r["pred_RTs"][0, 2]),
+            r"key 'pred_RTs', instance 0: det\(RT\[:3, :3\]\) <= 0",
+        ),
+        (
+            lambda r: r["gt_RTs"].__setitem__((0, 0, 1), r["gt_RTs"][0, 0, 1] + 0.05),
+            r"key 'gt_RTs', instance 0: RT\[:3, :3\] is not a scaled rotation",
+        ),
         (lambda r: r["gt_scales"].__setitem__((1, 1), 0.0), r"key 'gt_scales', instance 1: box extents must be > 0"),
     ],
 )
@@ -137,7 +156,8 @@ def test_tolerated_inputs(caplog):
     with caplog.at_level(logging.WARNING, logger="cleanpose.metrics.results_io"):
         arrays = collect_results(results, "nocs")
     assert [record.getMessage() for record in caplog.records] == [
-        "2 result dicts have no 'gt_handle_visibility'; their gts count as handle visible"]
+        "2 result dicts have no 'gt_handle_visibility'; their gts count as handle visible"
+    ]
     missing = np.isin(arrays.gt_image, [1, 2])
     assert arrays.gt_handle_visible[missing].all()  # missing → 1
     # given as 0: only mugs (class 6) are handle-less; other classes always count as visible

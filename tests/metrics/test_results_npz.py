@@ -41,8 +41,9 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert loaded.origins == [f"{tmp_path / 'sub' / 'results.npz'}[{name}]" for name in names]
     # load_results reads archives too, and the metric is the same
     again = load_results(tmp_path / "sub" / "results.npz", "nocs")
-    np.testing.assert_array_equal(evaluate_results(again.results, "nocs").pose_ap,
-                                  evaluate_results(results, "nocs").pose_ap)
+    np.testing.assert_array_equal(
+        evaluate_results(again.results, "nocs").pose_ap, evaluate_results(results, "nocs").pose_ap
+    )
 
 
 def test_reading_an_archive_loads_no_pickle(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ def rename_key(key: str, key_map, *, to_reference: bool = True) -> str:
         source, target = (ours, reference) if to_reference else (reference, ours)
         match = re.match(source, key)
         if match:
-            return match.expand(_template(target)) + key[match.end():]
+            return match.expand(_template(target)) + key[match.end() :]
     return key
 
 
@@ -60,7 +60,7 @@ def check_reference_keys(module: torch.nn.Module, key_map, prefix: str, config: 
     renamed = {f"{prefix}.{rename_key(key, key_map)}": shape for key, shape in ours.items()}
     assert len(renamed) == len(ours)
     assert renamed == reference_rows(prefix, config)
-    back = {rename_key(key[len(prefix) + 1:], key_map, to_reference=False) for key in renamed}
+    back = {rename_key(key[len(prefix) + 1 :], key_map, to_reference=False) for key in renamed}
     assert back == set(ours)
 
 
@@ -93,8 +93,8 @@ def oracle_multihead(attention: torch.nn.MultiheadAttention, query, key, value) 
     head_dim = model_dim // heads
     weight, bias = attention.in_proj_weight.double(), attention.in_proj_bias.double()
     q = query @ weight[:model_dim].T + bias[:model_dim]
-    k = key @ weight[model_dim:2 * model_dim].T + bias[model_dim:2 * model_dim]
-    v = value @ weight[2 * model_dim:].T + bias[2 * model_dim:]
+    k = key @ weight[model_dim : 2 * model_dim].T + bias[model_dim : 2 * model_dim]
+    v = value @ weight[2 * model_dim :].T + bias[2 * model_dim :]
     outputs = []
     for h in range(heads):
         part = slice(h * head_dim, (h + 1) * head_dim)
@@ -223,8 +223,9 @@ def test_key_maps_follow_reference_names():
         for part in ("norm1", "norm2", "norm3", "ffn.0", "ffn.3"):
             expected |= {prefix + f"{part}.weight", prefix + f"{part}.bias"}
     prefix = "self_attn_layer.attn_blocks.0."
-    expected |= {prefix + f"self_attn.{name}" for name in ("in_proj_weight", "in_proj_bias", "out_proj.weight",
-                                                           "out_proj.bias")}
+    expected |= {
+        prefix + f"self_attn.{name}" for name in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+    }
     for part in ("norm1", "norm2", "ffn.0", "ffn.3"):
         expected |= {prefix + f"{part}.weight", prefix + f"{part}.bias"}
     assert renamed == expected

@@ -96,14 +96,24 @@ def test_position_embedding_uses_dinov2_scale_factor_rule():
     # float32 kernel arithmetic (the scale is rounded to float32) vs float64: ~1e-5 absolute
     torch.testing.assert_close(got[0, 1:].double(), expected, rtol=0, atol=3e-5)
     # The direct scale-factor call agrees; resampling to size=(16, 16) (timm's rule) does not.
-    direct = F.interpolate(
-        pos_embed[:, 1:].reshape(1, 37, 37, 6).permute(0, 3, 1, 2),
-        scale_factor=((16 + 0.1) / 37, (16 + 0.1) / 37), mode="bicubic", antialias=False,
-    ).permute(0, 2, 3, 1).reshape(1, 256, 6)
+    direct = (
+        F.interpolate(
+            pos_embed[:, 1:].reshape(1, 37, 37, 6).permute(0, 3, 1, 2),
+            scale_factor=((16 + 0.1) / 37, (16 + 0.1) / 37),
+            mode="bicubic",
+            antialias=False,
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(1, 256, 6)
+    )
     torch.testing.assert_close(got[:, 1:], direct, rtol=0, atol=0)
-    by_size = F.interpolate(
-        pos_embed[:, 1:].reshape(1, 37, 37, 6).permute(0, 3, 1, 2), size=(16, 16), mode="bicubic", antialias=False
-    ).permute(0, 2, 3, 1).reshape(1, 256, 6)
+    by_size = (
+        F.interpolate(
+            pos_embed[:, 1:].reshape(1, 37, 37, 6).permute(0, 3, 1, 2), size=(16, 16), mode="bicubic", antialias=False
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(1, 256, 6)
+    )
     assert (got[:, 1:] - by_size).abs().max() > 1e-2
     # At the pretraining grid the embedding is used unchanged.
     assert dinov2_position_embedding(pos_embed, (37, 37)) is pos_embed
@@ -166,10 +176,14 @@ def test_dino_forward_matches_float64_reimplementation():
 def test_bilinear_sampling_equals_full_upsample_then_gather():
     generator = torch.Generator().manual_seed(2)
     token_map = torch.randn(2, 5, 16, 16, generator=generator, dtype=torch.float64)
-    choose = torch.cat([torch.tensor([[0, 223, 224 * 224 - 1]] * 2), torch.randint(0, 224 * 224, (2, 200), generator=generator)], 1)
+    choose = torch.cat(
+        [torch.tensor([[0, 223, 224 * 224 - 1]] * 2), torch.randint(0, 224 * 224, (2, 200), generator=generator)], 1
+    )
     full = F.interpolate(token_map, size=(224, 224), mode="bilinear", align_corners=False).flatten(2)
     expected = torch.gather(full, 2, choose.unsqueeze(1).expand(-1, 5, -1))
-    torch.testing.assert_close(bilinear_sample_at_pixels(token_map, choose, (224, 224)), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        bilinear_sample_at_pixels(token_map, choose, (224, 224)), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_frozen_vit_gets_no_gradient_and_projection_does():
@@ -229,7 +243,9 @@ def test_dino_weight_errors(tmp_path):
     mismatch = r"bad.pth: DINOv2 state dict does not match the DINOv2 backbone; missing keys: blocks"
     with pytest.raises(CheckpointError, match=mismatch):
         small_dino(random_init=False, weights_path=bad)
-    wrong_shape = {key.removeprefix("vit."): value for key, value in small_dino().state_dict().items() if key.startswith("vit.")}
+    wrong_shape = {
+        key.removeprefix("vit."): value for key, value in small_dino().state_dict().items() if key.startswith("vit.")
+    }
     wrong_shape["pos_embed"] = torch.zeros(1, 17, 48)
     torch.save(wrong_shape, bad)
     mismatch = r"shape mismatch \(file vs backbone\): pos_embed \(1, 17, 48\) vs \(1, 50, 48\)"
@@ -251,7 +267,9 @@ def psp_oracle(model: PSPResNet18, images: torch.Tensor, choose: torch.Tensor) -
     s = {key: value.double() for key, value in model.state_dict().items()}
 
     def bn(x, p):
-        return F.batch_norm(x, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            x, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"], False, 0.0, 1e-5
+        )
 
     def block(x, p, stride, downsample):
         out = F.relu(bn(F.conv2d(x, s[p + ".conv1.weight"], stride=stride, padding=1), p + ".bn1"))
@@ -270,7 +288,11 @@ def psp_oracle(model: PSPResNet18, images: torch.Tensor, choose: torch.Tensor) -
     for index, size in enumerate((1, 2, 3, 6)):
         pooled = F.conv2d(F.adaptive_avg_pool2d(x, size), s[f"pyramid_pooling.stages.{index}.1.weight"])
         priors.append(F.interpolate(pooled, size=(h, w), mode="bilinear", align_corners=False))
-    x = F.relu(F.conv2d(torch.cat(priors + [x], 1), s["pyramid_pooling.bottleneck.weight"], s["pyramid_pooling.bottleneck.bias"]))
+    x = F.relu(
+        F.conv2d(
+            torch.cat(priors + [x], 1), s["pyramid_pooling.bottleneck.weight"], s["pyramid_pooling.bottleneck.bias"]
+        )
+    )
     for index in (1, 2, 3):
         p = f"upsample{index}"
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
@@ -311,9 +333,13 @@ def test_psp_reference_sizes_and_keys_match_tsv():
     assert all(p.requires_grad for p in model.parameters())
     fc_parameters = 512 * 1000 + 1000  # the reference's unused classifier, dropped here
     assert sum(p.numel() for p in model.parameters()) + fc_parameters == 17_913_900
-    renamed = {apply_key_map(key, PSPResNet18.reference_key_map()): tuple(v.shape) for key, v in model.state_dict().items()}
+    renamed = {
+        apply_key_map(key, PSPResNet18.reference_key_map()): tuple(v.shape) for key, v in model.state_dict().items()
+    }
     expected = reference_rows("resnet")
-    dropped = {key for key in expected if any(key.startswith(p.replace("\\.", ".")) for p in reference_dropped_keys("resnet"))}
+    dropped = {
+        key for key in expected if any(key.startswith(p.replace("\\.", ".")) for p in reference_dropped_keys("resnet"))
+    }
     assert dropped == {"rgb_extractor.model.feats.fc.weight", "rgb_extractor.model.feats.fc.bias"}
     assert renamed == {key: shape for key, shape in expected.items() if key not in dropped}
     assert reference_dropped_keys("dino") == []
@@ -336,7 +362,10 @@ def test_psp_loads_torchvision_imagenet_file(tmp_path):
 
 
 def test_build_rgb_backbone_and_input_errors():
-    assert isinstance(build_rgb_backbone("dino", random_init=True, embed_dim=24, depth=1, num_heads=2, pretrain_img_size=42), DinoV2ViTS14)
+    assert isinstance(
+        build_rgb_backbone("dino", random_init=True, embed_dim=24, depth=1, num_heads=2, pretrain_img_size=42),
+        DinoV2ViTS14,
+    )
     with pytest.raises(ValueError, match="unknown RGB backbone 'vgg'; valid names: dino, resnet"):
         build_rgb_backbone("vgg")
     with pytest.raises(ValueError, match="unknown RGB backbone 'vgg'"):

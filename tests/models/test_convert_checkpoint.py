@@ -102,7 +102,8 @@ def test_strict_consumption_errors():
     housecat = ModelConfig.from_reference_yaml({"cat_num": 10, "NOCS_Predictor": {"cat_num": 10}})
     with pytest.raises(
         CheckpointError,
-        match=r"shape mismatch \(reference vs config\): nocs_predictor.atten_mlp.4.weight \(1152, 512, 1\) vs \(1920, 512, 1\)",
+        match=r"shape mismatch \(reference vs config\): "
+        r"nocs_predictor.atten_mlp.4.weight \(1152, 512, 1\) vs \(1920, 512, 1\)",
     ):
         official_to_ours(reference, housecat)
     resnet = _reference_state("resnet")

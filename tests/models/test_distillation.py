@@ -427,7 +427,8 @@ def test_load_checkpoint_errors(tmp_path):
     _official_file(path, teacher, drop=("blocks.1.attn.qkv.weight",))
     with pytest.raises(
         CheckpointError,
-        match=r"dropped.pt: point encoder does not match PointBERTTeacher; missing keys: point_encoder.blocks.blocks.1.attn.qkv.weight$",
+        match=r"dropped.pt: point encoder does not match PointBERTTeacher; "
+        r"missing keys: point_encoder.blocks.blocks.1.attn.qkv.weight$",
     ):
         load_ulip_checkpoint(path, teacher)
 

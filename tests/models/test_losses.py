@@ -197,8 +197,11 @@ def test_masked_chamfer_skips_empty_objects_but_counts_them():
     assert points.grad[1].abs().sum().item() == 0.0 and reconstruction.grad[1].abs().sum().item() == 0.0
     assert points.grad[0][~mask[0]].abs().sum().item() == 0.0
     # hand case: one object with points {0, far-but-masked} against {1}; one empty object; divisor 2
-    hand = masked_chamfer_distance(_t([[[0, 0, 0], [9, 0, 0]], [[1, 1, 1], [2, 2, 2]]]),
-                                   _t([[[1, 0, 0]], [[0, 0, 0]]]), torch.tensor([[True, False], [False, False]]))
+    hand = masked_chamfer_distance(
+        _t([[[0, 0, 0], [9, 0, 0]], [[1, 1, 1], [2, 2, 2]]]),
+        _t([[[1, 0, 0]], [[0, 0, 0]]]),
+        torch.tensor([[True, False], [False, False]]),
+    )
     assert hand.item() == pytest.approx((0.5 * 1 + 0.5 * 1) / 2, abs=1e-12)
     assert masked_chamfer_distance(points, reconstruction, torch.zeros(3, 8, dtype=torch.bool)).item() == 0.0
 

@@ -160,9 +160,7 @@ def test_forward_is_forward_features_then_forward_head():
     batch, queue_idx = _batch(), _queue_idx()
     out = model(batch, queue_idx)
     centroid = batch["pts"].mean(dim=1, keepdim=True)
-    features = model.forward_features(
-        batch["rgb"], batch["pts"] - centroid, batch["choose"], out["queue_feats"]
-    )
+    features = model.forward_features(batch["rgb"], batch["pts"] - centroid, batch["choose"], out["queue_feats"])
     assert features.augmentation is None
     for key, value in features.outputs().items():
         assert torch.equal(value, out[key]), key

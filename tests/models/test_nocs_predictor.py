@@ -86,8 +86,9 @@ def test_gradients_float32_and_determinism():
 
 
 def test_from_config():
-    config = NocsPredictorConfig(num_categories=4, num_bins=16,
-                                 attention=AttentionConfig(num_blocks=3, model_dim=256, num_heads=8, ffn_dim=64))
+    config = NocsPredictorConfig(
+        num_categories=4, num_bins=16, attention=AttentionConfig(num_blocks=3, model_dim=256, num_heads=8, ffn_dim=64)
+    )
     predictor = NocsPredictor.from_config(config)
     assert predictor.bin_mlp[4].out_channels == 4 * 3 * 16
     assert len(predictor.self_attention_layer.blocks) == 3

@@ -85,8 +85,13 @@ def test_reference_sizes_parameter_count_and_keys_match_tsv():
 
 
 def test_reference_key_map_runs_both_ways():
-    model = PointNet2MSG(num_centers=(8, 4), radii=((0.1,), (0.2,)), num_neighbors=((4,), (4,)),
-                         sa_channels=((4, 8), (8, 8)), fp_channels=((8,), (8,)))
+    model = PointNet2MSG(
+        num_centers=(8, 4),
+        radii=((0.1,), (0.2,)),
+        num_neighbors=((4,), (4,)),
+        sa_channels=((4, 8), (8, 8)),
+        fp_channels=((8,), (8,)),
+    )
     inverse = [(reference, ours) for ours, reference in reference_key_map()]
     for key in model.state_dict():
         reference_key = apply_key_map(key, reference_key_map())
@@ -207,8 +212,13 @@ def test_errors():
     with pytest.raises(ValueError, match=r"points has shape \(64, 3\); expected \(B, N, 3\)"):
         tiny_encoder()(torch.zeros(64, 3))
     with pytest.raises(ValueError, match="have lengths 2, 1, 2, 2, 2"):
-        PointNet2MSG(num_centers=(8, 4), radii=((0.1,),), num_neighbors=((4,), (4,)),
-                     sa_channels=((4,), (4,)), fp_channels=((4,), (4,)))
+        PointNet2MSG(
+            num_centers=(8, 4),
+            radii=((0.1,),),
+            num_neighbors=((4,), (4,)),
+            sa_channels=((4,), (4,)),
+            fp_channels=((4,), (4,)),
+        )
 
 
 def test_bf16_autocast_runs_and_stays_close_to_fp32():

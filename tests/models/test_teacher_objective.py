@@ -62,7 +62,9 @@ def test_objective_terms_match_a_direct_computation():
     classification = F.cross_entropy(logits, labels.repeat(2))
     assert terms["classification"].item() == pytest.approx(classification.item(), rel=1e-12)
     assert terms["contrastive"].item() == pytest.approx(info_nce_loss(first, second).item(), rel=1e-12)
-    assert terms["total"].item() == pytest.approx(terms["classification"].item() + terms["contrastive"].item(), rel=1e-12)
+    assert terms["total"].item() == pytest.approx(
+        terms["classification"].item() + terms["contrastive"].item(), rel=1e-12
+    )
     hits = (logits.argmax(dim=-1) == labels.repeat(2)).double().mean().item()
     assert terms["accuracy"].item() == pytest.approx(hits)
 

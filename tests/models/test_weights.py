@@ -46,11 +46,17 @@ def test_download_from_a_file_url_into_the_cache(hub, tmp_path, capsys):
 
 def test_offline_and_manual_only_errors_say_which_file_goes_where(hub, tmp_path):
     offline = _spec((tmp_path / "no/such/file.pth").as_uri())
-    with pytest.raises(BackendUnavailableError, match=rf"toy weights not found; download from .* failed .*put toy.pth "
-                       rf"into {hub}"):
+    with pytest.raises(
+        BackendUnavailableError,
+        match=rf"toy weights not found; download from .* failed .*put toy.pth "
+        rf"into {hub}",
+    ):
         resolve_weights(offline)
-    with pytest.raises(CheckpointError, match=rf"missing.pth: toy weights not found; put toy.pth into {hub} or at "
-                       rf".*missing.pth \(download it from https://example.org/toy\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"missing.pth: toy weights not found; put toy.pth into {hub} or at "
+        rf".*missing.pth \(download it from https://example.org/toy\)",
+    ):
         resolve_weights(_spec(), tmp_path / "missing.pth")
 
 
@@ -69,6 +75,9 @@ def test_dino_network_finds_its_weights_in_the_hub_cache(hub, monkeypatch):
     (hub / "dinov2_vits14_pretrain.pth").unlink()
     monkeypatch.setattr(weights, "DINOV2_VITS14", WeightsFile("DINOv2", "dinov2_vits14_pretrain.pth", None, "x"))
     monkeypatch.setattr("cleanpose.models.net.DINOV2_VITS14", weights.DINOV2_VITS14)
-    with pytest.raises(ConfigError, match=rf"rgb_weights is not set, and the DINOv2 not found; put "
-                       rf"dinov2_vits14_pretrain.pth into {hub}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"rgb_weights is not set, and the DINOv2 not found; put "
+        rf"dinov2_vits14_pretrain.pth into {hub}",
+    ):
         CleanPoseNet(pretrained)

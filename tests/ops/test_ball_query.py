@@ -120,7 +120,8 @@ _INTERPRETER_SCRIPT = """
 import json, sys, torch
 from cleanpose.ops import ball_query
 cases = json.load(sys.stdin)
-print(json.dumps([ball_query(r, s, torch.tensor(p), torch.tensor(c), backend="triton").tolist() for r, s, p, c in cases]))
+out = [ball_query(r, s, torch.tensor(p), torch.tensor(c), backend="triton").tolist() for r, s, p, c in cases]
+print(json.dumps(out))
 """
 
 
@@ -138,8 +139,13 @@ def test_triton_kernel_in_the_interpreter_matches_brute_force():
         cases.append((radius, s, points.tolist(), centers.tolist()))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
     result = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT], input=json.dumps(cases), capture_output=True, text=True,
-        env=env, timeout=300, check=True,
+        [sys.executable, "-c", _INTERPRETER_SCRIPT],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     for (radius, s, points, centers), got in zip(cases, json.loads(result.stdout)):
         for b in range(2):

@@ -63,7 +63,9 @@ def test_select_backend_and_check_coordinates():
     assert select_backend("op", with_triton, "auto", torch.zeros(1)) is len
     assert select_backend("op", with_triton, "auto", torch.zeros(1, device="meta")) is len
     assert select_backend("op", with_triton, "triton", torch.zeros(1)) is abs
-    with pytest.raises(BackendUnavailableError, match="op: backend 'cuda' is not available; valid backends: auto, reference"):
+    with pytest.raises(
+        BackendUnavailableError, match="op: backend 'cuda' is not available; valid backends: auto, reference"
+    ):
         select_backend("op", backends, "cuda", torch.zeros(1))
     with pytest.raises(ValueError, match=r"op: xyz has shape \(2, 5, 2\); expected \(B, N, 3\)"):
         check_coordinates("op", "xyz", torch.zeros(2, 5, 2))

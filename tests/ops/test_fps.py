@@ -167,7 +167,9 @@ def test_errors():
         furthest_point_sample(torch.zeros(1, 4, 3), -1)
     with pytest.raises(ValueError, match="dtype torch.int64; expected a floating dtype"):
         furthest_point_sample(torch.zeros(1, 4, 3, dtype=torch.int64), 2)
-    with pytest.raises(BackendUnavailableError, match="backend 'cuda' is not available; valid backends: auto, reference"):
+    with pytest.raises(
+        BackendUnavailableError, match="backend 'cuda' is not available; valid backends: auto, reference"
+    ):
         furthest_point_sample(torch.zeros(1, 4, 3), 2, backend="cuda")
 
 
@@ -184,9 +186,12 @@ def test_fma_rounding_decides_exact_plain_ties():
     fma = fused_multiply_add(t[:, 2], t[:, 2], fused_multiply_add(t[:, 1], t[:, 1], t[:, 0] * t[:, 0])).numpy()
     order = np.argsort(plain, kind="stable")
     tie = next(
-        k for k in range(len(order) - 1)
-        if plain[order[k]] == plain[order[k + 1]] and fma[order[k]] != fma[order[k + 1]]
-        and (candidates[order[k]] ** 2).sum() > 1e-2 and (candidates[order[k + 1]] ** 2).sum() > 1e-2
+        k
+        for k in range(len(order) - 1)
+        if plain[order[k]] == plain[order[k + 1]]
+        and fma[order[k]] != fma[order[k + 1]]
+        and (candidates[order[k]] ** 2).sum() > 1e-2
+        and (candidates[order[k + 1]] ** 2).sum() > 1e-2
     )
     first, second = order[tie], order[tie + 1]
     larger, smaller = (first, second) if fma[first] > fma[second] else (second, first)
@@ -225,8 +230,13 @@ def test_triton_kernel_in_the_interpreter_matches_the_kernel_simulation():
         cases.append((dyadic_lattice_cloud(generator, 2, n).tolist(), m))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
     result = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT], input=json.dumps(cases), capture_output=True, text=True,
-        env=env, timeout=120, check=True,
+        [sys.executable, "-c", _INTERPRETER_SCRIPT],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
     )
     got = json.loads(result.stdout)
     for (clouds, m), picks in zip(cases, got):

@@ -159,8 +159,13 @@ def test_three_nn_triton_kernel_in_the_interpreter_matches_brute_force():
         cases.append((unknown.tolist(), known.tolist()))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
     result = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT], input=json.dumps(cases), capture_output=True, text=True,
-        env=env, timeout=300, check=True,
+        [sys.executable, "-c", _INTERPRETER_SCRIPT],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     for (unknown, known), (dists, idx) in zip(cases, json.loads(result.stdout)):
         for b in range(2):

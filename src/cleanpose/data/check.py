@@ -90,7 +90,9 @@ def detect_format(root: str | os.PathLike) -> str:
         return "nocs"
     if any(root.glob("scene*")) or any(root.glob("test_scene*")):
         return "housecat6d"
-    raise DataFormatError(f"{root}: cannot tell the dataset format (no camera/, real/ or scene* folders); pass --format")
+    raise DataFormatError(
+        f"{root}: cannot tell the dataset format (no camera/, real/ or scene* folders); pass --format"
+    )
 
 
 class _Checker:
@@ -196,8 +198,10 @@ def _check_nocs(checker: _Checker, root: Path) -> None:
             color_path = nocs.frame_path(root, prefix, "_color.png")
             color = checker.attempt(read_color, color_path)
             depth_path = nocs.depth_path(root, prefix)
-            shapes = {color_path: None if color is None else color.shape,
-                      result_path: result.pred_masks.shape if len(result) else None}
+            shapes = {
+                color_path: None if color is None else color.shape,
+                result_path: result.pred_masks.shape if len(result) else None,
+            }
             if dataset == "camera" and not depth_path.exists():
                 checker.add("warning", depth_path, "composed depth missing; this image gets zero predictions")
             else:
@@ -205,8 +209,12 @@ def _check_nocs(checker: _Checker, root: Path) -> None:
                 shapes[depth_path] = None if depth is None else depth.shape
             checker.sizes_agree(shapes)
     if not found_any:
-        checker.add("error", root, "no NOCS split found (camera/train_list.txt, real/train_list.txt, "
-                    "results/nocs_results/ or segmentation_results/)")
+        checker.add(
+            "error",
+            root,
+            "no NOCS split found (camera/train_list.txt, real/train_list.txt, "
+            "results/nocs_results/ or segmentation_results/)",
+        )
 
 
 def _check_housecat6d(checker: _Checker, root: Path) -> None:
@@ -224,19 +232,24 @@ def _check_housecat6d(checker: _Checker, root: Path) -> None:
         for scene in scenes:
             checker.attempt(housecat6d.read_intrinsics, scene / "intrinsics.txt")
             if split == "train" and not (scene / "meta.txt").exists():
-                checker.add("warning", scene / "meta.txt",
-                            "meta file not found (cleanpose does not need it; the reference training script opens it)")
+                checker.add(
+                    "warning",
+                    scene / "meta.txt",
+                    "meta file not found (cleanpose does not need it; the reference training script opens it)",
+                )
             frames.extend(housecat6d.list_frames(scene))
         for frame in checker.items(frames, split):
             report.frames[split] += 1
             color = checker.attempt(read_color, frame.color_path)
             depth = checker.attempt(read_depth, frame.depth_path)
             mask = checker.attempt(read_mask, frame.instance_path)
-            checker.sizes_agree({
-                frame.color_path: None if color is None else color.shape,
-                frame.depth_path: None if depth is None else depth.shape,
-                frame.instance_path: None if mask is None else mask.shape,
-            })
+            checker.sizes_agree(
+                {
+                    frame.color_path: None if color is None else color.shape,
+                    frame.depth_path: None if depth is None else depth.shape,
+                    frame.instance_path: None if mask is None else mask.shape,
+                }
+            )
             label = checker.attempt(housecat6d.read_label, frame.label_path)
             if label is None:
                 continue
@@ -246,8 +259,11 @@ def _check_housecat6d(checker: _Checker, root: Path) -> None:
                 present = set(np.unique(mask).tolist())
                 absent_ids = [int(i) for i in label.instance_ids if int(i) not in present]
                 if absent_ids:
-                    checker.add("warning", frame.label_path,
-                                f"instance id(s) {absent_ids} do not occur in {frame.instance_path.name}")
+                    checker.add(
+                        "warning",
+                        frame.label_path,
+                        f"instance id(s) {absent_ids} do not occur in {frame.instance_path.name}",
+                    )
     if not found_any:
         checker.add("error", root, "no HouseCat6D scene with an rgb/ folder (scene*/ or test_scene*/)")
 

@@ -186,11 +186,18 @@ class NocsTrainingDataset(_TrainingBase):
         if self.mug_meta is not None and label.class_ids[instance] == nocs.MUG_CLASS_ID:
             if model_name not in self.mug_meta:
                 raise DataFormatError(f"{label_file}: mug model {model_name!r} is not in {nocs.MUG_META_FILE}")
-            translation, scale = nocs.relabel_mug(label.rotations[instance], translation, scale,
-                                                  *self.mug_meta[model_name])
+            translation, scale = nocs.relabel_mug(
+                label.rotations[instance], translation, scale, *self.mug_meta[model_name]
+            )
         symmetric = int(label.class_ids[instance]) - 1 in nocs.SYMMETRIC_CATEGORY_IDS
-        return PoseLabel(label.rotations[instance], translation, scale * label.sizes[instance], symmetric,
-                         self.models[model_name], self.outlier_threshold)
+        return PoseLabel(
+            label.rotations[instance],
+            translation,
+            scale * label.sizes[instance],
+            symmetric,
+            self.models[model_name],
+            self.outlier_threshold,
+        )
 
     def _try_build(self, index, rng, generator, epoch):
         prefix = self.frames[self.frame_indices(epoch)[index]]
@@ -209,9 +216,16 @@ class NocsTrainingDataset(_TrainingBase):
         color_file = nocs.frame_path(self.root, prefix, "_color.png")
         try:
             return build_instance(
-                depth, self.intrinsics, mask == label.instance_ids[instance], label.bboxes[instance],
-                _color_reader(color_file, mask_file, mask.shape), int(label.class_ids[instance]) - 1,
-                num_points=self.num_points, image_size=self.image_size, rng=rng, augment=generator,
+                depth,
+                self.intrinsics,
+                mask == label.instance_ids[instance],
+                label.bboxes[instance],
+                _color_reader(color_file, mask_file, mask.shape),
+                int(label.class_ids[instance]) - 1,
+                num_points=self.num_points,
+                image_size=self.image_size,
+                rng=rng,
+                augment=generator,
                 label=self._label(label, instance, label_file),
             ).sample
         except InstanceSkipped as skip:
@@ -283,12 +297,24 @@ class HouseCat6DTrainingDataset(_TrainingBase):
         remaining = None
         while True:
             category = int(label.class_ids[instance]) - 1
-            pose = PoseLabel(label.rotations[instance], label.translations[instance], label.sizes[instance],
-                             category in housecat6d.SYMMETRIC_CATEGORY_IDS)
+            pose = PoseLabel(
+                label.rotations[instance],
+                label.translations[instance],
+                label.sizes[instance],
+                category in housecat6d.SYMMETRIC_CATEGORY_IDS,
+            )
             try:
                 return build_instance(
-                    depth, intrinsics, mask == label.instance_ids[instance], label.bboxes[instance], read_rgb,
-                    category, num_points=self.num_points, image_size=self.image_size, rng=rng, augment=generator,
+                    depth,
+                    intrinsics,
+                    mask == label.instance_ids[instance],
+                    label.bboxes[instance],
+                    read_rgb,
+                    category,
+                    num_points=self.num_points,
+                    image_size=self.image_size,
+                    rng=rng,
+                    augment=generator,
                     label=pose,
                 ).sample
             except InstanceSkipped as skip:
@@ -322,14 +348,27 @@ def _test_instances(
     (HouseCat6D, `whole_image_count`; its instances with an empty window are then dropped and
     counted, docs/data_formats.md P14).
     """
-    rules = dict(min_window_points=0, min_image_points=MIN_TEST_POINTS) if whole_image_count else dict(
-        min_window_points=MIN_TEST_POINTS)
+    rules = (
+        dict(min_window_points=0, min_image_points=MIN_TEST_POINTS)
+        if whole_image_count
+        else dict(min_window_points=MIN_TEST_POINTS)
+    )
     samples = []
     kept = np.zeros(len(detections), dtype=bool)
     for position, (detection_mask, bbox, category) in enumerate(detections):
         try:
-            built = build_instance(depth, intrinsics, detection_mask, bbox, rgb, category, num_points=num_points,
-                                   image_size=image_size, rng=rng, **rules)
+            built = build_instance(
+                depth,
+                intrinsics,
+                detection_mask,
+                bbox,
+                rgb,
+                category,
+                num_points=num_points,
+                image_size=image_size,
+                rng=rng,
+                **rules,
+            )
         except InstanceSkipped as skip:
             skips.add(skip.reason, source, f"detection {position}: {skip.detail}")
             continue
@@ -441,8 +480,16 @@ class NocsTestDataset(Dataset):
             _check_same_size(shapes)
             rng, _ = sample_generators(self.seed, 0, index, self.stream)
             inputs, kept = _test_instances(
-                depth, rgb, self.intrinsics, detections, False, self.num_points, self.image_size, rng,
-                self.skips, result_file,
+                depth,
+                rgb,
+                self.intrinsics,
+                detections,
+                False,
+                self.num_points,
+                self.image_size,
+                rng,
+                self.skips,
+                result_file,
             )
             if len(detections) and not kept.any():
                 self.skips.add("no_detection", result_file, "no detection with more than 16 valid pixels")
@@ -501,7 +548,15 @@ class HouseCat6DTestDataset(Dataset):
         ]
         rng, _ = sample_generators(self.seed, 0, index, self.stream)
         inputs, kept = _test_instances(
-            depth, rgb, intrinsics, detections, True, self.num_points, self.image_size, rng, self.skips,
+            depth,
+            rgb,
+            intrinsics,
+            detections,
+            True,
+            self.num_points,
+            self.image_size,
+            rng,
+            self.skips,
             frame.label_path,
         )
         if not kept.any():

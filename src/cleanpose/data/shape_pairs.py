@@ -45,7 +45,9 @@ def shape_categories(category_set: str) -> tuple[str, ...]:
     return {"nocs": shapes.NOCS_CATEGORIES, "housecat6d": shapes.HOUSECAT6D_CATEGORIES}[category_set]
 
 
-def augmented_view(mesh: trimesh.Trimesh, diagonal: float, num_points: int, generator: np.random.Generator) -> np.ndarray:
+def augmented_view(
+    mesh: trimesh.Trimesh, diagonal: float, num_points: int, generator: np.random.Generator
+) -> np.ndarray:
     """One view of a unit-diagonal mesh: surface sample, random rotation and metric scale, jitter, centred.
 
     Args:

@@ -31,7 +31,12 @@ RNG_SCHEME = "keyed(seed, epoch, step, shard)"
 
 
 def save_training_state(
-    path: str | Path, model: CleanPoseNet, optimizer, scheduler, step: int, config: TrainConfig,
+    path: str | Path,
+    model: CleanPoseNet,
+    optimizer,
+    scheduler,
+    step: int,
+    config: TrainConfig,
     hooks: dict | None = None,
 ) -> None:
     """Atomically write the training state after `step` completed steps (``hooks``: the hooks' state)."""

@@ -55,18 +55,32 @@ def _prepare(out_dir: Path) -> None:
 
 def demo_config(config_path: str | Path, out_dir: Path, *, quick: bool) -> TrainConfig:
     """The demo's training config with its paths pointed into `out_dir`."""
-    overrides = [f"data.root={out_dir / 'data'}", f"run.out_dir={out_dir / 'train'}", f"run.initial_queue={out_dir / 'queue.pt'}"]
+    overrides = [
+        f"data.root={out_dir / 'data'}",
+        f"run.out_dir={out_dir / 'train'}",
+        f"run.initial_queue={out_dir / 'queue.pt'}",
+    ]
     return load_config(config_path, TrainConfig, overrides=[*(QUICK_OVERRIDES if quick else ()), *overrides])
 
 
-def run_demo(out_dir: str | Path, config_path: str | Path = "configs/demo-cpu.yaml", *, quick: bool = False, quiet: bool = False) -> Metrics:
+def run_demo(
+    out_dir: str | Path, config_path: str | Path = "configs/demo-cpu.yaml", *, quick: bool = False, quiet: bool = False
+) -> Metrics:
     """Run the whole chain; returns the test metrics (also written under ``out_dir/test``)."""
     out_dir = Path(out_dir)
     config = demo_config(config_path, out_dir, quick=quick)
     _prepare(out_dir)
     scenes, frames = DATA_SIZES["quick" if quick else "full"]
     logger.info("1/5 synthesizing %d scenes x %d frames per split into %s", scenes, frames, out_dir / "data")
-    generate(out_dir / "data", "nocs", scenes=scenes, frames_per_scene=frames, seed=config.run.seed, workers=2, progress=not quiet)
+    generate(
+        out_dir / "data",
+        "nocs",
+        scenes=scenes,
+        frames_per_scene=frames,
+        seed=config.run.seed,
+        workers=2,
+        progress=not quiet,
+    )
     device = resolve_device(config.run.device)
     logger.info("2/5 extracting the initial confounder queue")
     queue = extract_queue(config, build_training_datasets(config), device)
@@ -76,11 +90,22 @@ def run_demo(out_dir: str | Path, config_path: str | Path = "configs/demo-cpu.ya
     logger.info("4/5 testing on the synthetic REAL275-like split")
     model = load_checkpoint(checkpoint).to(device)
     dataset = build_test_dataset(
-        config.data.root, config.data.test_split, masks="segmentation", image_size=config.data.image_size,
-        num_points=config.data.num_points, seed=config.run.seed,
+        config.data.root,
+        config.data.test_split,
+        masks="segmentation",
+        image_size=config.data.image_size,
+        num_points=config.data.num_points,
+        seed=config.run.seed,
     )
-    results = predict_dataset(model, dataset, out_dir / "test" / "results", device=device, seed=config.run.seed,
-                              quiet=quiet, archive=out_dir / "test" / "results.npz")
+    results = predict_dataset(
+        model,
+        dataset,
+        out_dir / "test" / "results",
+        device=device,
+        seed=config.run.seed,
+        quiet=quiet,
+        archive=out_dir / "test" / "results.npz",
+    )
     metrics = evaluate_and_report(results, "nocs", out_dir / "test")
     logger.info("5/5 drawing pictures")
     visualize_results(out_dir / "test" / "results.npz", config.data.root, out_dir / "pictures", limit=6)

@@ -92,7 +92,12 @@ class CheckpointHook(HookBase):
         trainer = self.trainer
         if distributed.is_main_process() and trainer.step != self._saved_step:
             save_training_state(
-                self.path, trainer.network, trainer.optimizer, trainer.scheduler, trainer.step, trainer.config,
+                self.path,
+                trainer.network,
+                trainer.optimizer,
+                trainer.scheduler,
+                trainer.step,
+                trainer.config,
                 hooks=trainer.hook_state(),
             )
             self._saved_step = trainer.step
@@ -152,7 +157,9 @@ class LossLogHook(HookBase):
         for key, value in record.items():
             if key not in ("step", "epoch"):
                 self.writer.add_scalar(key, value, step)
-        logger.info("step %d  loss %.5f  lr %.2e  %.1f obj/s", step, values["total"], record["lr"], record["objects_per_s"])
+        logger.info(
+            "step %d  loss %.5f  lr %.2e  %.1f obj/s", step, values["total"], record["lr"], record["objects_per_s"]
+        )
 
     def after_train(self) -> None:
         if self.writer is not None:
@@ -171,8 +178,7 @@ class ProgressHook(HookBase):
         if distributed.is_main_process() and not self.quiet:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.trainer.max_steps, initial=self.trainer.step, desc=self.desc,
-                             unit="step")
+            self.bar = tqdm(total=self.trainer.max_steps, initial=self.trainer.step, desc=self.desc, unit="step")
 
     def after_step(self, result) -> None:
         if self.bar is not None:
@@ -265,8 +271,13 @@ class ValidationHook(HookBase):
     def _load_items(self) -> list[dict]:
         data, run = self.config.data, self.config.run
         dataset = build_test_dataset(
-            data.val_root or data.root, data.val_split, masks=data.val_masks, image_size=data.image_size,
-            num_points=data.num_points, seed=run.seed, depth_cache_dir=data.depth_cache_dir,
+            data.val_root or data.root,
+            data.val_split,
+            masks=data.val_masks,
+            image_size=data.image_size,
+            num_points=data.num_points,
+            seed=run.seed,
+            depth_cache_dir=data.depth_cache_dir,
         )
         return load_items(dataset, evenly_spaced(len(dataset), data.val_max_images), workers=data.workers)
 
@@ -311,7 +322,12 @@ class ValidationHook(HookBase):
         self.best = {"value": value, "step": step}
         trainer = self.trainer
         save_training_state(
-            self.best_path, trainer.network, trainer.optimizer, trainer.scheduler, step, self.config,
+            self.best_path,
+            trainer.network,
+            trainer.optimizer,
+            trainer.scheduler,
+            step,
+            self.config,
             hooks=trainer.hook_state(),
         )
 

@@ -277,8 +277,15 @@ class Predictor:
         names = category_names(model.config.num_categories, data.get("format"))
         image_size = image_size if image_size is not None else data.get("image_size", 224)
         num_points = num_points if num_points is not None else data.get("num_points", 1024)
-        return cls(model, device=device, precision=precision, image_size=image_size, num_points=num_points,
-                   categories=names, seed=seed)
+        return cls(
+            model,
+            device=device,
+            precision=precision,
+            image_size=image_size,
+            num_points=num_points,
+            categories=names,
+            seed=seed,
+        )
 
     def __call__(
         self,
@@ -319,8 +326,7 @@ class Predictor:
             DataFormatError: images of different sizes, depth in the wrong unit, intrinsics that do not fit
                 the image, mask/category counts that differ, a category the network does not know.
         """
-        frame = Frame(rgb, depth, intrinsics, masks, categories, depth_scale, boxes, scores, rng,
-                      queue_random_state)
+        frame = Frame(rgb, depth, intrinsics, masks, categories, depth_scale, boxes, scores, rng, queue_random_state)
         return self.predict_frames([frame])[0]
 
     def predict_frames(self, frames: Sequence[Frame]) -> list[list[ObjectPose]]:
@@ -377,13 +383,27 @@ class Predictor:
                 continue
             box = mask_box(mask) if frame.boxes is None else np.asarray(frame.boxes[position])
             try:
-                built = build_instance(depth_mm, intrinsics, mask, box, rgb, self.categories.index(category),
-                                       num_points=self.num_points, image_size=self.image_size, rng=rng,
-                                       min_window_points=MIN_TEST_POINTS)
+                built = build_instance(
+                    depth_mm,
+                    intrinsics,
+                    mask,
+                    box,
+                    rgb,
+                    self.categories.index(category),
+                    num_points=self.num_points,
+                    image_size=self.image_size,
+                    rng=rng,
+                    min_window_points=MIN_TEST_POINTS,
+                )
             except InstanceSkipped as skip:
                 usable = int(np.count_nonzero(mask & (depth_mm > 0)))
-                prepared.add_skip(entry, "few_points", f"{usable} valid depth pixels; more than "
-                                  f"{MIN_TEST_POINTS} needed in its crop window ({skip.detail})", usable)
+                prepared.add_skip(
+                    entry,
+                    "few_points",
+                    f"{usable} valid depth pixels; more than "
+                    f"{MIN_TEST_POINTS} needed in its crop window ({skip.detail})",
+                    usable,
+                )
                 continue
             prepared.add(entry, built.sample, built.num_pixels)
         return prepared
@@ -411,7 +431,8 @@ class Predictor:
         inputs = {key: value.to(self.device) for key, value in batch.items()}
         if queue_idx is None and self.model.config.use_front_door:
             queue_idx = self.model.queue.sample_indices(
-                self.model.config.front_door.num_queue_samples, legacy_random_state([self.seed, 0]))
+                self.model.config.front_door.num_queue_samples, legacy_random_state([self.seed, 0])
+            )
         with self._autocast():
             outputs = self.model(inputs, queue_idx=queue_idx)
         return {

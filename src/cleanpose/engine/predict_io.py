@@ -135,8 +135,9 @@ def read_labels(path: str | os.PathLike) -> dict[int, str]:
         raise DataFormatError(f"{path}: expected a JSON object {{mask id: category name}} ({error})") from None
 
 
-def load_frame(files: FrameFiles, predictor: Predictor, intrinsics: np.ndarray, *, categories=None,
-               depth_scale: float = 1000.0) -> Frame:
+def load_frame(
+    files: FrameFiles, predictor: Predictor, intrinsics: np.ndarray, *, categories=None, depth_scale: float = 1000.0
+) -> Frame:
     """Read the files of a frame into a `Frame` (masks from a PNG id image or a segmentation pickle).
 
     Raises:
@@ -148,15 +149,19 @@ def load_frame(files: FrameFiles, predictor: Predictor, intrinsics: np.ndarray, 
         result = read_segmentation_result(files.masks)
         masks = [result.pred_masks[:, :, j] for j in range(len(result))]
         names = [predictor.categories[int(class_id) - 1] for class_id in result.pred_class_ids]
-        return Frame(rgb, depth, intrinsics, masks, names, depth_scale, result.pred_bboxes, result.pred_scores,
-                     name=files.name)
+        return Frame(
+            rgb, depth, intrinsics, masks, names, depth_scale, result.pred_bboxes, result.pred_scores, name=files.name
+        )
     masks = read_mask(files.masks)
     if files.labels is not None:
         categories = read_labels(files.labels)
     if categories is None:
         raise ConfigError(f"{files.masks}: give the objects' categories (--categories or --labels)")
-    labels = {key: value for key, value in categories.items() if np.any(masks == key)} if isinstance(
-        categories, dict) else categories
+    labels = (
+        {key: value for key, value in categories.items() if np.any(masks == key)}
+        if isinstance(categories, dict)
+        else categories
+    )
     return Frame(rgb, depth, intrinsics, masks, labels, depth_scale, name=files.name)
 
 
@@ -166,8 +171,15 @@ def poses_document(objects: list[ObjectPose], files: FrameFiles, frame: Frame, c
     return {
         "format": POSES_FORMAT,
         "version": POSES_VERSION,
-        "frame": {"name": files.name, "rgb": str(files.rgb), "depth": str(files.depth), "masks": str(files.masks),
-                  "width": int(width), "height": int(height), "intrinsics": np.asarray(frame.intrinsics).tolist()},
+        "frame": {
+            "name": files.name,
+            "rgb": str(files.rgb),
+            "depth": str(files.depth),
+            "masks": str(files.masks),
+            "width": int(width),
+            "height": int(height),
+            "intrinsics": np.asarray(frame.intrinsics).tolist(),
+        },
         "checkpoint": checkpoint,
         "conventions": CONVENTIONS,
         "objects": [_object_record(pose) for pose in objects],
@@ -199,8 +211,16 @@ def draw_overlay(rgb: np.ndarray, objects: list[ObjectPose], intrinsics: np.ndar
         if np.all(pose.corners[:, 2] > 0):
             pixels = project_points(pose.corners, intrinsics)
             anchor = (int(round(pixels[:, 0].min())), max(12, int(round(pixels[:, 1].min())) - 4))
-            cv2.putText(image, f"{pose.category} {pose.score:.2f}", anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                image,
+                f"{pose.category} {pose.score:.2f}",
+                anchor,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
     return image
 
 
@@ -226,15 +246,25 @@ def find_frames(folder: str | os.PathLike) -> list[FrameFiles]:
     if (folder / "rgb").is_dir():
         for rgb in sorted((folder / "rgb").glob("*.png")):
             labels = folder / "labels" / f"{rgb.stem}.json"
-            frames.append(FrameFiles(rgb.stem, rgb, folder / "depth" / rgb.name, folder / "masks" / rgb.name,
-                                     labels if labels.exists() else None))
+            frames.append(
+                FrameFiles(
+                    rgb.stem,
+                    rgb,
+                    folder / "depth" / rgb.name,
+                    folder / "masks" / rgb.name,
+                    labels if labels.exists() else None,
+                )
+            )
     else:
         for rgb in sorted(folder.rglob("*_color.png")):
             prefix = str(rgb)[: -len("_color.png")]
             meta = Path(f"{prefix}_meta.txt")
             name = str(Path(prefix).relative_to(folder)).replace(os.sep, "_")
-            frames.append(FrameFiles(name, rgb, Path(f"{prefix}_depth.png"), Path(f"{prefix}_mask.png"),
-                                     meta if meta.exists() else None))
+            frames.append(
+                FrameFiles(
+                    name, rgb, Path(f"{prefix}_depth.png"), Path(f"{prefix}_mask.png"), meta if meta.exists() else None
+                )
+            )
     if not frames:
         raise DataFormatError(f"{folder}: no frames (neither rgb/ depth/ masks/ subfolders nor *_color.png files)")
     for files in frames:
@@ -262,9 +292,18 @@ def use_segmentation_results(frames: list[FrameFiles], folder: str | os.PathLike
         files.masks = matches[0]
 
 
-def predict_files(predictor: Predictor, frames: list[FrameFiles], intrinsics: np.ndarray, out_dir, *,
-                  checkpoint: str, categories=None, depth_scale: float = 1000.0, single: bool = False,
-                  quiet: bool = False) -> dict:
+def predict_files(
+    predictor: Predictor,
+    frames: list[FrameFiles],
+    intrinsics: np.ndarray,
+    out_dir,
+    *,
+    checkpoint: str,
+    categories=None,
+    depth_scale: float = 1000.0,
+    single: bool = False,
+    quiet: bool = False,
+) -> dict:
     """Predict frames one by one, writing their JSON and overlay; returns (and writes) the summary.
 
     ``single`` names the outputs ``poses.json`` / ``overlay.png`` (one frame); otherwise
@@ -288,8 +327,15 @@ def predict_files(predictor: Predictor, frames: list[FrameFiles], intrinsics: np
             per_category[pose.category] += 1
             if not pose.ok:
                 reasons[pose.reason] += 1
-        listing.append({"name": files.name, "json": json_path.name, "overlay": overlay_path.name,
-                        "objects": len(objects), "posed": sum(pose.ok for pose in objects)})
+        listing.append(
+            {
+                "name": files.name,
+                "json": json_path.name,
+                "overlay": overlay_path.name,
+                "objects": len(objects),
+                "posed": sum(pose.ok for pose in objects),
+            }
+        )
     summary = {
         "format": SUMMARY_FORMAT, "version": POSES_VERSION, "checkpoint": checkpoint, "frames": listing,
         "objects": dict(statuses), "categories": dict(per_category), "skipped": dict(reasons),
@@ -297,6 +343,12 @@ def predict_files(predictor: Predictor, frames: list[FrameFiles], intrinsics: np
     }  # fmt: skip
     if not single:
         atomic_write_bytes(out_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    logger.info("%d frames, %d objects posed, %d skipped %s -> %s", len(frames), statuses["ok"],
-                statuses["skipped"], dict(reasons), out_dir)
+    logger.info(
+        "%d frames, %d objects posed, %d skipped %s -> %s",
+        len(frames),
+        statuses["ok"],
+        statuses["skipped"],
+        dict(reasons),
+        out_dir,
+    )
     return summary

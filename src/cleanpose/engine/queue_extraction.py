@@ -38,7 +38,11 @@ def write_queue_file(path: str | Path, features: torch.Tensor, source: str) -> N
     """Atomically save a (C, Q, D) queue."""
     with atomic_writer(path) as handle:
         torch.save(
-            {"format_version": QUEUE_FORMAT_VERSION, "features": features.detach().cpu().float().contiguous(), "source": source},
+            {
+                "format_version": QUEUE_FORMAT_VERSION,
+                "features": features.detach().cpu().float().contiguous(),
+                "source": source,
+            },
             handle,
         )
 
@@ -86,7 +90,9 @@ def build_queue_teacher(checkpoint: str | None) -> PointNet2SSGTeacher:
 
 
 @torch.no_grad()
-def extract_queue(config: TrainConfig, datasets, device: torch.device, *, teacher_checkpoint: str | None = None) -> torch.Tensor:
+def extract_queue(
+    config: TrainConfig, datasets, device: torch.device, *, teacher_checkpoint: str | None = None
+) -> torch.Tensor:
     """Fill every category's list with teacher features of the first training samples of that category.
 
     Args:
@@ -109,7 +115,12 @@ def extract_queue(config: TrainConfig, datasets, device: torch.device, *, teache
             DataLoader(
                 dataset,
                 batch_sampler=ShardedBatchSampler(
-                    len(dataset), batch_size, len(dataset) // batch_size, seed=config.run.seed, epoch=0, stream=dataset.stream
+                    len(dataset),
+                    batch_size,
+                    len(dataset) // batch_size,
+                    seed=config.run.seed,
+                    epoch=0,
+                    stream=dataset.stream,
                 ),
                 num_workers=config.data.workers,
             )

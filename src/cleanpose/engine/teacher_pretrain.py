@@ -118,9 +118,7 @@ class TeacherPretrainSettings:
         if not self.lr > 0:
             raise ConfigError(f"lr is {self.lr}; expected a positive learning rate")
         if self.instances_per_category is not None and self.instances_per_category < 1:
-            raise ConfigError(
-                f"instances_per_category is {self.instances_per_category}; expected None (fresh) or >= 1"
-            )
+            raise ConfigError(f"instances_per_category is {self.instances_per_category}; expected None (fresh) or >= 1")
         if self.workers < 0:
             raise ConfigError(f"workers is {self.workers}; expected >= 0")
 
@@ -206,9 +204,15 @@ class _RecordHook(HookBase):
         self.accuracies.append(float(terms["accuracy"]))
         step, steps = self.trainer.step, self.trainer.max_steps
         if step % max(1, steps // 10) == 0 or step == steps:
-            logger.info("step %d/%d: loss %.4f (classification %.4f, contrastive %.4f), accuracy %.3f",
-                        step, steps, self.losses[-1], terms["classification"].item(), terms["contrastive"].item(),
-                        self.accuracies[-1])
+            logger.info(
+                "step %d/%d: loss %.4f (classification %.4f, contrastive %.4f), accuracy %.3f",
+                step,
+                steps,
+                self.losses[-1],
+                terms["classification"].item(),
+                terms["contrastive"].item(),
+                self.accuracies[-1],
+            )
 
 
 def train_teacher(
@@ -241,11 +245,23 @@ def train_teacher(
     optimizer = torch.optim.AdamW(objective.parameters(), lr=settings.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate_factor(step, steps))
     dataset = ShapePairDataset(categories, steps * batch_size, settings.points, seed, settings.instances_per_category)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=settings.workers,
-                        generator=torch.Generator().manual_seed(seed))  # keeps the loader off the global RNG
-    logger.info("pretraining %s (%d parameters) on %d %s categories: %d steps of %d samples x 2 views of %d points",
-                settings.teacher, sum(p.numel() for p in teacher.parameters()), len(categories), settings.format, steps,
-                batch_size, settings.points)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=settings.workers,
+        generator=torch.Generator().manual_seed(seed),
+    )  # keeps the loader off the global RNG
+    logger.info(
+        "pretraining %s (%d parameters) on %d %s categories: %d steps of %d samples x 2 views of %d points",
+        settings.teacher,
+        sum(p.numel() for p in teacher.parameters()),
+        len(categories),
+        settings.format,
+        steps,
+        batch_size,
+        settings.points,
+    )
     record = _RecordHook()
     hooks = [record, ProgressHook(quiet=not progress, desc="teacher pretrain")]
     start = time.perf_counter()
@@ -253,8 +269,14 @@ def train_teacher(
     window = max(1, round(ACCURACY_WINDOW_FRACTION * steps))
     train_accuracy = float(np.mean(record.accuracies[-window:]))
     seconds = time.perf_counter() - start
-    logger.info("pretraining done in %.1f s (%.2f s/step); train accuracy over the last %d steps: %.3f (chance %.3f)",
-                seconds, seconds / steps, window, train_accuracy, 1.0 / len(categories))
+    logger.info(
+        "pretraining done in %.1f s (%.2f s/step); train accuracy over the last %d steps: %.3f (chance %.3f)",
+        seconds,
+        seconds / steps,
+        window,
+        train_accuracy,
+        1.0 / len(categories),
+    )
     teacher.freeze()
     teacher.eval()
     return TeacherPretrainResult(teacher, record.losses, record.accuracies, train_accuracy)
@@ -268,7 +290,10 @@ def _check_output(out_path: Path) -> None:
 
 
 def pretrain_teacher(
-    out_path: str | Path, settings: TeacherPretrainSettings, *, device: str | torch.device = "auto",
+    out_path: str | Path,
+    settings: TeacherPretrainSettings,
+    *,
+    device: str | torch.device = "auto",
     progress: bool = True,
 ) -> Path:
     """Pretrain a teacher (:func:`train_teacher`) and save it for ``distillation.teacher_checkpoint``.
@@ -288,10 +313,22 @@ def pretrain_teacher(
     out_path = Path(out_path)
     _check_output(out_path)
     result = train_teacher(settings, device=device, progress=progress)
-    args = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings) if field.name != "workers"}
-    args.update(source="cleanpose teacher pretrain", teacher_kwargs=dict(settings.teacher_kwargs or {}),
-                categories=shape_categories(settings.format), weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE)
-    save_ulip_checkpoint(out_path, result.teacher, args=args, train_accuracy=float(result.train_accuracy),
-                         format_version=PRETRAIN_FORMAT_VERSION)
+    args = {
+        field.name: getattr(settings, field.name) for field in dataclasses.fields(settings) if field.name != "workers"
+    }
+    args.update(
+        source="cleanpose teacher pretrain",
+        teacher_kwargs=dict(settings.teacher_kwargs or {}),
+        categories=shape_categories(settings.format),
+        weight_decay=WEIGHT_DECAY,
+        temperature=TEMPERATURE,
+    )
+    save_ulip_checkpoint(
+        out_path,
+        result.teacher,
+        args=args,
+        train_accuracy=float(result.train_accuracy),
+        format_version=PRETRAIN_FORMAT_VERSION,
+    )
     logger.info("wrote the pretrained %s teacher to %s", settings.teacher, out_path)
     return out_path

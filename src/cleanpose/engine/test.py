@@ -83,7 +83,11 @@ def image_queue_draw(model: CleanPoseNet, seed: int, index: int) -> torch.Tensor
 
 @torch.no_grad()
 def predict_items(
-    model: CleanPoseNet, items: Iterable[dict], *, device: torch.device, seed: int,
+    model: CleanPoseNet,
+    items: Iterable[dict],
+    *,
+    device: torch.device,
+    seed: int,
     objects_per_forward: int = OBJECTS_PER_FORWARD,
 ) -> Iterator[tuple[dict, dict]]:
     """Yield ``(item, result)`` for each test item, in order (the model must be in eval mode).
@@ -135,8 +139,15 @@ def _predict_group(model: CleanPoseNet, items: list[dict], device: torch.device,
 
 @torch.no_grad()
 def predict_dataset(
-    model: CleanPoseNet, dataset, out_dir: str | Path, *, device: torch.device, seed: int, quiet: bool = False,
-    objects_per_forward: int = OBJECTS_PER_FORWARD, archive: str | Path | None = None,
+    model: CleanPoseNet,
+    dataset,
+    out_dir: str | Path,
+    *,
+    device: torch.device,
+    seed: int,
+    quiet: bool = False,
+    objects_per_forward: int = OBJECTS_PER_FORWARD,
+    archive: str | Path | None = None,
 ) -> list[dict]:
     """Run the model over every test image; write ``out_dir/<result_name>`` pickles; return the results.
 

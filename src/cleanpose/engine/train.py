@@ -119,8 +119,14 @@ class Trainer:
         for dataset, batch_size in zip(self.datasets, self.config.data.batch_sizes):
             shards = [
                 ShardedBatchSampler(
-                    len(dataset), batch_size, self.steps_per_epoch, seed=self.config.run.seed, epoch=epoch,
-                    stream=dataset.stream, shard=self.rank * self.micro_batches + m, num_shards=self.num_shards,
+                    len(dataset),
+                    batch_size,
+                    self.steps_per_epoch,
+                    seed=self.config.run.seed,
+                    epoch=epoch,
+                    stream=dataset.stream,
+                    shard=self.rank * self.micro_batches + m,
+                    num_shards=self.num_shards,
                     start_step=start_step,
                 )
                 for m in range(self.micro_batches)
@@ -129,8 +135,11 @@ class Trainer:
             loaders.append(
                 iter(
                     DataLoader(
-                        dataset, batch_sampler=sampler, num_workers=self.config.data.workers,
-                        pin_memory=self.device.type == "cuda", persistent_workers=False,
+                        dataset,
+                        batch_sampler=sampler,
+                        num_workers=self.config.data.workers,
+                        pin_memory=self.device.type == "cuda",
+                        persistent_workers=False,
                     )
                 )
             )
@@ -262,7 +271,9 @@ def prepare_model(config: TrainConfig, device: torch.device) -> CleanPoseNet:
         model = build_model(config.model)
     if config.model.use_front_door:
         if config.run.initial_queue is None:
-            raise ConfigError("run.initial_queue is not set: write one with 'cleanpose queue --config C --out queue.pt'")
+            raise ConfigError(
+                "run.initial_queue is not set: write one with 'cleanpose queue --config C --out queue.pt'"
+            )
         model.queue.fill(read_queue_file(config.run.initial_queue, model.queue.features.shape))
     else:
         model.front_door.requires_grad_(False)
@@ -291,7 +302,9 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
     if distributed.is_main_process():
         ensure_writable_folder(out_dir / "checkpoints", min_free_bytes=512 * 2**20)
         if not resume and checkpoint_path.exists():
-            raise ConfigError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another run.out_dir")
+            raise ConfigError(
+                f"{checkpoint_path} exists: pass --resume to continue that run, or choose another run.out_dir"
+            )
         save_config(config, out_dir / "config.yaml")
     model = prepare_model(config, device)
     optimizer, scheduler = build_optimizer(model, config)
@@ -301,8 +314,14 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
     trainer = Trainer(
-        config, wrapped, build_loss(config).to(device), optimizer, scheduler,
-        build_training_datasets(config), device, default_hooks(config, checkpoint_path, quiet=quiet),
+        config,
+        wrapped,
+        build_loss(config).to(device),
+        optimizer,
+        scheduler,
+        build_training_datasets(config),
+        device,
+        default_hooks(config, checkpoint_path, quiet=quiet),
     )
     if resume:
         if not checkpoint_path.exists():

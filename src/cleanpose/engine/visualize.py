@@ -58,13 +58,23 @@ def draw_poses(image_bgr: np.ndarray, poses: np.ndarray, extents: np.ndarray, in
         pixels = np.round(project_points(corners, intrinsics)).astype(int)
         for a, b in BOX_EDGES:
             cv2.line(image_bgr, tuple(pixels[a]), tuple(pixels[b]), color, 2, cv2.LINE_AA)
-        axes = np.vstack([np.zeros(3), np.diag(extent / 2)]) @ (similarity.scale * similarity.rotation).T + similarity.translation
+        axes = (
+            np.vstack([np.zeros(3), np.diag(extent / 2)]) @ (similarity.scale * similarity.rotation).T
+            + similarity.translation
+        )
         ends = np.round(project_points(axes, intrinsics)).astype(int)
         for axis, axis_color in enumerate(AXIS_COLORS_BGR):
             cv2.line(image_bgr, tuple(ends[0]), tuple(ends[axis + 1]), axis_color, 2, cv2.LINE_AA)
 
 
-def visualize_results(results_dir: str | Path, data_root: str | Path, out_dir: str | Path, *, dataset: str = "nocs", limit: int | None = None) -> list[Path]:
+def visualize_results(
+    results_dir: str | Path,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    dataset: str = "nocs",
+    limit: int | None = None,
+) -> list[Path]:
     """Write ``<out_dir>/<image path with _ for />.png``: prediction (left, green), ground truth (right, yellow).
 
     Raises:
@@ -79,8 +89,12 @@ def visualize_results(results_dir: str | Path, data_root: str | Path, out_dir: s
         rgb, intrinsics = frame_image_and_intrinsics(data_root, str(result["image_path"]))
         prediction = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         ground_truth = prediction.copy()
-        draw_poses(prediction, np.asarray(result["pred_RTs"]), np.asarray(result["pred_scales"]), intrinsics, (0, 255, 0))
-        draw_poses(ground_truth, np.asarray(result["gt_RTs"]), np.asarray(result["gt_scales"]), intrinsics, (0, 255, 255))
+        draw_poses(
+            prediction, np.asarray(result["pred_RTs"]), np.asarray(result["pred_scales"]), intrinsics, (0, 255, 0)
+        )
+        draw_poses(
+            ground_truth, np.asarray(result["gt_RTs"]), np.asarray(result["gt_scales"]), intrinsics, (0, 255, 255)
+        )
         for panel, title in ((prediction, "prediction"), (ground_truth, "ground truth")):
             cv2.putText(panel, title, (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
         target = out_dir / (str(result["image_path"]).replace("/", "_") + ".png")

@@ -93,8 +93,9 @@ def _read_run(path: str | Path) -> _Run:
         document = json.loads(metrics_file.read_text())
         _values(document)
     except (ValueError, KeyError, TypeError) as error:
-        raise DataFormatError(f"{metrics_file}: not a cleanpose metrics.json ({type(error).__name__}: {error})"
-                              ) from None
+        raise DataFormatError(
+            f"{metrics_file}: not a cleanpose metrics.json ({type(error).__name__}: {error})"
+        ) from None
     folder = metrics_file.parent
     config = None
     if (folder / "config.yaml").is_file():
@@ -103,8 +104,12 @@ def _read_run(path: str | Path) -> _Run:
             if isinstance(config, dict) and isinstance(config.get(section), dict):
                 config[section].pop(key, None)
     archive = folder / "results.npz"
-    return _Run(folder.name if path.is_dir() or path.name == "metrics.json" else path.stem, document, config,
-                archive if archive.is_file() else None)
+    return _Run(
+        folder.name if path.is_dir() or path.name == "metrics.json" else path.stem,
+        document,
+        config,
+        archive if archive.is_file() else None,
+    )
 
 
 def _values(document: dict) -> np.ndarray:
@@ -149,17 +154,22 @@ def _check_same_images(runs: list[_Run], loaded: dict[int, list[dict]]) -> None:
     if len(set(digests.values())) > 1:
         first = min(digests)
         other = next(index for index in digests if digests[index] != digests[first])
-        raise ConfigError(f"runs {names[first]} and {names[other]} were evaluated on different image sets "
-                         f"(their results.npz hold different ground truth); compare runs of one test set only")
+        raise ConfigError(
+            f"runs {names[first]} and {names[other]} were evaluated on different image sets "
+            f"(their results.npz hold different ground truth); compare runs of one test set only"
+        )
     known = [(run.name, run.document["counts"]["gts"]) for run in runs if "counts" in run.document]
     other = next((entry for entry in known if entry[1] != known[0][1]), None)
     if other is not None:
-        raise ConfigError(f"runs {known[0][0]} ({known[0][1]} gts) and {other[0]} ({other[1]} gts) were evaluated "
-                         "on different image sets; compare runs of one test set only")
+        raise ConfigError(
+            f"runs {known[0][0]} ({known[0][1]} gts) and {other[0]} ({other[1]} gts) were evaluated "
+            "on different image sets; compare runs of one test set only"
+        )
 
 
-def compare_runs(paths: Sequence[str | Path], *, bootstrap: int = 0, seed: int = 0, progress: bool = False
-                 ) -> Comparison:
+def compare_runs(
+    paths: Sequence[str | Path], *, bootstrap: int = 0, seed: int = 0, progress: bool = False
+) -> Comparison:
     """Read runs, group seeds, and (``bootstrap > 0``) compute bootstrap intervals.
 
     Args:
@@ -180,14 +190,19 @@ def compare_runs(paths: Sequence[str | Path], *, bootstrap: int = 0, seed: int =
     runs = [_read_run(path) for path in paths]
     missing = [run.name for run in runs if run.archive is None]
     if bootstrap and missing:
-        raise ConfigError(f"--bootstrap needs each run's results.npz (written by cleanpose test, or by "
-                         f"'cleanpose results convert'); missing for: {', '.join(missing)}")
+        raise ConfigError(
+            f"--bootstrap needs each run's results.npz (written by cleanpose test, or by "
+            f"'cleanpose results convert'); missing for: {', '.join(missing)}"
+        )
     loaded = {index: load_results_npz(run.archive).results for index, run in enumerate(runs) if run.archive}
     _check_same_images(runs, loaded)
     group_indices = _groups(runs)
     groups = tuple(
-        RunGroup(runs[group[0]].name, tuple(runs[i].name for i in group), np.stack([_values(runs[i].document)
-                                                                                   for i in group]))
+        RunGroup(
+            runs[group[0]].name,
+            tuple(runs[i].name for i in group),
+            np.stack([_values(runs[i].document) for i in group]),
+        )
         for group in group_indices
     )
     difference = np.stack([group.mean - groups[0].mean for group in groups])
@@ -199,8 +214,14 @@ def compare_runs(paths: Sequence[str | Path], *, bootstrap: int = 0, seed: int =
     return Comparison(runs[0].document["dataset"], groups, bootstrap, interval, difference, difference_interval)
 
 
-def _bootstrap(runs: list[_Run], loaded: dict[int, list[dict]], group_indices: list[list[int]], count: int,
-               generator: np.random.Generator, progress: bool) -> np.ndarray:
+def _bootstrap(
+    runs: list[_Run],
+    loaded: dict[int, list[dict]],
+    group_indices: list[list[int]],
+    count: int,
+    generator: np.random.Generator,
+    progress: bool,
+) -> np.ndarray:
     """(B, G, C) group means on ``count`` resamples of the images (one resample shared by every run).
 
     Each run is matched once; a resample only pools those per-image matches anew, in resample order (the
@@ -215,7 +236,8 @@ def _bootstrap(runs: list[_Run], loaded: dict[int, list[dict]], group_indices: l
         tie_order = run.document.get("tie_order", "reference")
         arrays = collect_results(loaded[index], spec)
         matches = match_arrays(arrays, spec, tie_order=tie_order).select(
-            list(HEADLINE_IOU_KEYS.values()), list(HEADLINE_POSE_KEYS.values()))
+            list(HEADLINE_IOU_KEYS.values()), list(HEADLINE_POSE_KEYS.values())
+        )
         kept = np.full(num_images, -1, dtype=np.int64)
         kept[arrays.image_source] = np.arange(len(arrays.image_source))
         prepared.append((matches, kept, tie_order))
@@ -241,9 +263,17 @@ def format_comparison_markdown(comparison: Comparison) -> str:
     """Markdown: one row per group (mean ± std (n) for seed groups; [2.5 %, 97.5 %] with a bootstrap),
     and with a bootstrap a second table of the differences to the first group."""
     header = "| run | n | " + " | ".join(COLUMNS) + " |\n|---|---|" + "---|" * len(COLUMNS) + "\n"
-    lines = [f"AP in percent ({comparison.dataset}); iou*: official NOCS IoU, aa_iou*: axis-aligned IoU; "
-             "seed groups: mean ± sample std" + (f"; [95 % bootstrap interval, {comparison.bootstrap} resamples "
-                                                 "of the images]" if comparison.bootstrap else ""), "", header.rstrip()]
+    lines = [
+        f"AP in percent ({comparison.dataset}); iou*: official NOCS IoU, aa_iou*: axis-aligned IoU; "
+        "seed groups: mean ± sample std"
+        + (
+            f"; [95 % bootstrap interval, {comparison.bootstrap} resamples of the images]"
+            if comparison.bootstrap
+            else ""
+        ),
+        "",
+        header.rstrip(),
+    ]
     for index, group in enumerate(comparison.groups):
         cells = []
         for column in range(len(COLUMNS)):
@@ -256,11 +286,12 @@ def format_comparison_markdown(comparison: Comparison) -> str:
             cells.append(cell)
         lines.append(f"| {group.label} | {len(group.runs)} | " + " | ".join(cells) + " |")
     if comparison.difference_interval is not None:
-        lines += ["", f"Difference to {comparison.groups[0].label} [95 % bootstrap interval]", "",
-                  header.rstrip()]
+        lines += ["", f"Difference to {comparison.groups[0].label} [95 % bootstrap interval]", "", header.rstrip()]
         for index, group in enumerate(comparison.groups):
-            cells = [f"{comparison.difference[index, column]:+.1f} [{_cell(low)}, {_cell(high)}]"
-                     for column, (low, high) in enumerate(comparison.difference_interval[index])]
+            cells = [
+                f"{comparison.difference[index, column]:+.1f} [{_cell(low)}, {_cell(high)}]"
+                for column, (low, high) in enumerate(comparison.difference_interval[index])
+            ]
             lines.append(f"| {group.label} | {len(group.runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -273,16 +304,44 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> list[Path]:
     (out_dir / "compare.md").write_text(format_comparison_markdown(comparison))
     with open(out_dir / "compare.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run", "n", "runs", "metric", "mean", "std", "ci_low", "ci_high", "difference",
-                         "difference_ci_low", "difference_ci_high"])
+        writer.writerow(
+            [
+                "run",
+                "n",
+                "runs",
+                "metric",
+                "mean",
+                "std",
+                "ci_low",
+                "ci_high",
+                "difference",
+                "difference_ci_low",
+                "difference_ci_high",
+            ]
+        )
         for index, group in enumerate(comparison.groups):
             for column, name in enumerate(COLUMNS):
-                bounds = ([*comparison.interval[index, column], *comparison.difference_interval[index, column]]
-                          if comparison.interval is not None else [math.nan] * 4)
-                row = [group.mean[column], group.std[column], *bounds[:2], comparison.difference[index, column],
-                       *bounds[2:]]
-                writer.writerow([group.label, len(group.runs), ";".join(group.runs), name,
-                                 *("" if math.isnan(value) else repr(float(value)) for value in row)])
+                bounds = (
+                    [*comparison.interval[index, column], *comparison.difference_interval[index, column]]
+                    if comparison.interval is not None
+                    else [math.nan] * 4
+                )
+                row = [
+                    group.mean[column],
+                    group.std[column],
+                    *bounds[:2],
+                    comparison.difference[index, column],
+                    *bounds[2:],
+                ]
+                writer.writerow(
+                    [
+                        group.label,
+                        len(group.runs),
+                        ";".join(group.runs),
+                        name,
+                        *("" if math.isnan(value) else repr(float(value)) for value in row),
+                    ]
+                )
     _plot(comparison, out_dir / "compare.png")
     return [out_dir / "compare.md", out_dir / "compare.csv", out_dir / "compare.png"]
 
@@ -302,8 +361,14 @@ def _plot(comparison: Comparison, path: Path) -> None:
         else:
             errors = np.nan_to_num(group.std)
         label = group.label + (f" (n={len(group.runs)})" if len(group.runs) > 1 else "")
-        axes.bar(positions + (index - (len(comparison.groups) - 1) / 2) * width, np.nan_to_num(group.mean), width,
-                 yerr=errors, capsize=3, label=label)
+        axes.bar(
+            positions + (index - (len(comparison.groups) - 1) / 2) * width,
+            np.nan_to_num(group.mean),
+            width,
+            yerr=errors,
+            capsize=3,
+            label=label,
+        )
     axes.set_xticks(positions, COLUMNS, rotation=30)
     axes.set_ylabel("AP (%)")
     axes.set_ylim(0, 100)

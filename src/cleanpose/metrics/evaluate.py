@@ -157,9 +157,7 @@ def evaluate_results(
     return evaluate_arrays(collect_results(results, spec, origins), spec, tie_order=tie_order)
 
 
-def evaluate_arrays(
-    arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order: TieOrder = "reference"
-) -> Metrics:
+def evaluate_arrays(arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order: TieOrder = "reference") -> Metrics:
     """``evaluate_results`` on an already checked, flattened result set."""
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     matches = match_arrays(arrays, spec, tie_order=tie_order)
@@ -218,22 +216,34 @@ class Matches:
         iou_rows = [_index_of(self.iou_thresholds, value, "IoU threshold") for value in iou_thresholds]
         pose_rows = [_pose_row(self.pose_thresholds, *pair) for pair in pose_thresholds]
         return dataclasses.replace(
-            self, iou=self.iou[iou_rows], axis_aligned=self.axis_aligned[iou_rows], pose=self.pose[pose_rows],
-            iou_thresholds=self.iou_thresholds[iou_rows], pose_thresholds=self.pose_thresholds[pose_rows],
+            self,
+            iou=self.iou[iou_rows],
+            axis_aligned=self.axis_aligned[iou_rows],
+            pose=self.pose[pose_rows],
+            iou_thresholds=self.iou_thresholds[iou_rows],
+            pose_thresholds=self.pose_thresholds[pose_rows],
         )
 
     def take_images(self, images: np.ndarray) -> Matches:
         """The matches of the result set made of ``images`` in this order (repeats allowed, e.g. a bootstrap
         resample): matching is per image, so only the pooling changes. Image ``images[k]`` becomes image k."""
         images = np.asarray(images, dtype=np.int64)
-        num_images = 1 + int(max(self.pred_image.max(initial=-1), self.gt_image.max(initial=-1),
-                                 images.max(initial=-1)))
+        num_images = 1 + int(
+            max(self.pred_image.max(initial=-1), self.gt_image.max(initial=-1), images.max(initial=-1))
+        )
         pred_rows, pred_image = _rows_of_images(self.pred_class, self.pred_image, images, self.num_classes, num_images)
         gt_rows, gt_image = _rows_of_images(self.gt_class, self.gt_image, images, self.num_classes, num_images)
         return dataclasses.replace(
-            self, pred_class=self.pred_class[pred_rows], pred_image=pred_image, pred_score=self.pred_score[pred_rows],
-            iou=self.iou[:, pred_rows], axis_aligned=self.axis_aligned[:, pred_rows], pose=self.pose[:, pred_rows],
-            pose_kept=self.pose_kept[pred_rows], gt_class=self.gt_class[gt_rows], gt_image=gt_image,
+            self,
+            pred_class=self.pred_class[pred_rows],
+            pred_image=pred_image,
+            pred_score=self.pred_score[pred_rows],
+            iou=self.iou[:, pred_rows],
+            axis_aligned=self.axis_aligned[:, pred_rows],
+            pose=self.pose[:, pred_rows],
+            pose_kept=self.pose_kept[pred_rows],
+            gt_class=self.gt_class[gt_rows],
+            gt_image=gt_image,
             gt_kept=self.gt_kept[gt_rows],
         )
 
@@ -245,8 +255,9 @@ def _pose_row(pose_thresholds: np.ndarray, degrees: float, cm: float) -> int:
     return int(matches[0])
 
 
-def _rows_of_images(classes: np.ndarray, image_of_row: np.ndarray, images: np.ndarray, num_classes: int,
-                    num_images: int) -> tuple[np.ndarray, np.ndarray]:
+def _rows_of_images(
+    classes: np.ndarray, image_of_row: np.ndarray, images: np.ndarray, num_classes: int, num_images: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows (sorted by class, then image) of the sequence ``images``, by class then sequence position; and
     each row's position in the sequence."""
     counts = np.bincount(classes * num_images + image_of_row, minlength=(num_classes + 1) * num_images)
@@ -276,8 +287,9 @@ def match_arrays(arrays: ResultArrays, dataset: str | DatasetSpec, *, tie_order:
         pred_matched, gt_matched = match_by_iou(dense["iou"], *valid, IOU_THRESHOLDS, tie_order)
         aa_matched, _ = match_by_iou(dense["aa_iou"], *valid, IOU_THRESHOLDS, tie_order)
         pred_kept, gt_kept = pred_matched[:, gate], gt_matched[:, gate]
-        pose_matched, _ = match_by_pose(dense["rotation"], dense["translation"], pred_kept, gt_kept, POSE_THRESHOLDS,
-                                        tie_order)
+        pose_matched, _ = match_by_pose(
+            dense["rotation"], dense["translation"], pred_kept, gt_kept, POSE_THRESHOLDS, tie_order
+        )
         iou_pred[:, bucket.preds] = pred_matched[bucket.pred_local, :, bucket.pred_slot].T
         aa_pred[:, bucket.preds] = aa_matched[bucket.pred_local, :, bucket.pred_slot].T
         pose_pred[:, bucket.preds] = pose_matched[bucket.pred_local, :, bucket.pred_slot].T
@@ -318,8 +330,9 @@ def average_precisions(
         rows = slice(class_bounds[class_id - 1], class_bounds[class_id])
         scores = matches.pred_score[rows]
         iou_ap[class_id - 1] = voc_average_precision(matches.iou[:, rows], scores, gt_per_class[class_id], tie_order)
-        aa_ap[class_id - 1] = voc_average_precision(matches.axis_aligned[:, rows], scores, gt_per_class[class_id],
-                                                    tie_order)
+        aa_ap[class_id - 1] = voc_average_precision(
+            matches.axis_aligned[:, rows], scores, gt_per_class[class_id], tie_order
+        )
         kept = matches.pose_kept[rows]
         pose_ap[class_id - 1] = voc_average_precision(
             matches.pose[:, rows][:, kept], scores[kept], kept_gt_per_class[class_id], tie_order
@@ -367,8 +380,9 @@ class _GroupLayout:
     def buckets(self):
         """Groups with predictions and gts, bucketed by (P, G) rounded up to powers of two."""
         active = np.flatnonzero((self.preds_per_group > 0) & (self.gts_per_group > 0))
-        sizes = np.stack([_next_power_of_two(self.preds_per_group[active]),
-                          _next_power_of_two(self.gts_per_group[active])], axis=1)
+        sizes = np.stack(
+            [_next_power_of_two(self.preds_per_group[active]), _next_power_of_two(self.gts_per_group[active])], axis=1
+        )
         unique_sizes, bucket_of_group = np.unique(sizes, axis=0, return_inverse=True)
         for bucket, (num_pred_slots, num_gt_slots) in enumerate(unique_sizes):
             groups = active[bucket_of_group.reshape(-1) == bucket]

@@ -34,9 +34,7 @@ def official_rotation_error_deg(pred_pose: np.ndarray, gt_pose: np.ndarray, y_sy
     pred_rotation = pred_pose[:, :3, :3] / np.cbrt(np.linalg.det(pred_pose[:, :3, :3]))[:, None, None]
     gt_rotation = gt_pose[:, :3, :3] / np.cbrt(np.linalg.det(gt_pose[:, :3, :3]))[:, None, None]
     pred_y, gt_y = pred_rotation[:, :, 1], gt_rotation[:, :, 1]
-    y_cos = (pred_y * gt_y).sum(axis=1) / (
-        np.sqrt((pred_y * pred_y).sum(axis=1)) * np.sqrt((gt_y * gt_y).sum(axis=1))
-    )
+    y_cos = (pred_y * gt_y).sum(axis=1) / (np.sqrt((pred_y * pred_y).sum(axis=1)) * np.sqrt((gt_y * gt_y).sum(axis=1)))
     trace = np.einsum("nij,nij->n", pred_rotation, gt_rotation)  # trace(R1 R2ᵀ)
     full_cos = np.clip((trace - 1) / 2, -1.0, 1.0)
     with np.errstate(invalid="ignore"):

@@ -136,14 +136,22 @@ def _check_values(prefix: str, arrays: dict, image, instance, origins, spec: Dat
     poses = arrays[pose_key]
     check(~np.isfinite(poses).all(axis=(1, 2)), pose_key, "contains NaN or inf")
     last_row = poses[:, 3]
-    check((last_row != np.array([0.0, 0.0, 0.0, 1.0])).any(axis=1), pose_key,
-          "last row is not exactly [0, 0, 0, 1]", last_row)
+    check(
+        (last_row != np.array([0.0, 0.0, 0.0, 1.0])).any(axis=1),
+        pose_key,
+        "last row is not exactly [0, 0, 0, 1]",
+        last_row,
+    )
     determinant = np.linalg.det(poses[:, :3, :3])
     check(~(determinant > 0), pose_key, "det(RT[:3, :3]) <= 0 (a reflection or singular)", determinant)
     rotation = poses[:, :3, :3] / np.cbrt(determinant)[:, None, None]
     deviation = np.linalg.norm(np.swapaxes(rotation, 1, 2) @ rotation - np.eye(3), axis=(1, 2))
-    check(deviation > ORTHONORMALITY_TOLERANCE, pose_key,
-          f"RT[:3, :3] is not a scaled rotation, |R^T R - I| > {ORTHONORMALITY_TOLERANCE}", deviation)
+    check(
+        deviation > ORTHONORMALITY_TOLERANCE,
+        pose_key,
+        f"RT[:3, :3] is not a scaled rotation, |R^T R - I| > {ORTHONORMALITY_TOLERANCE}",
+        deviation,
+    )
     extents = arrays[extent_key]
     check(~np.isfinite(extents).all(axis=1), extent_key, "contains NaN or inf")
     if prefix == "gt":  # predicted extents may be <= 0: the official box is the same corner set as for |e|
@@ -190,8 +198,9 @@ def collect_results(
         for key, value in arrays.items():
             parts[key].append(value)
     if num_missing_handles and spec.handle_class is not None:
-        logger.warning("%d result dicts have no 'gt_handle_visibility'; their gts count as handle visible",
-                       num_missing_handles)
+        logger.warning(
+            "%d result dicts have no 'gt_handle_visibility'; their gts count as handle visible", num_missing_handles
+        )
     shapes = {**_GT_KEYS, **_PRED_KEYS, "gt_handle_visibility": ()}
     flat = {
         key: np.concatenate(value).astype(np.float64) if value else np.zeros((0, *shapes[key]))

@@ -39,8 +39,11 @@ def _instance_block(key: str, values: list[np.ndarray]) -> tuple[np.ndarray, np.
     inner = trailing.pop() if trailing else values[0].shape[1:]
     dtype = np.result_type(*filled) if filled else values[0].dtype
     lengths = np.array([len(value) for value in values], dtype=np.int64)
-    concatenated = np.concatenate([value.reshape(len(value), *inner).astype(dtype) for value in values]) \
-        if values else np.zeros((0, *inner), dtype)
+    concatenated = (
+        np.concatenate([value.reshape(len(value), *inner).astype(dtype) for value in values])
+        if values
+        else np.zeros((0, *inner), dtype)
+    )
     return concatenated, lengths
 
 
@@ -120,7 +123,7 @@ def load_results_npz(path: str | Path) -> LoadedResults:
             raise DataFormatError(f"{path}: key {key!r} has no lengths matching its {len(values)} rows")
         starts = np.cumsum(lengths) - lengths
         for image, start, length in zip(images, starts, lengths):
-            results[image][key] = values[start:start + length].copy()
+            results[image][key] = values[start : start + length].copy()
     return LoadedResults(results, [f"{path}[{name}]" for name in names])
 
 
@@ -169,8 +172,10 @@ def _write_pickle_folder(results: list[dict], names: list[str], folder: Path, so
     for name in names:
         relative = Path(name)
         if relative.is_absolute() or ".." in relative.parts or relative.suffix != ".pkl":
-            raise ConfigError(f"{source}: image name {name!r} is not a relative .pkl path; convert to one .pkl "
-                             "file instead of a folder")
+            raise ConfigError(
+                f"{source}: image name {name!r} is not a relative .pkl path; convert to one .pkl "
+                "file instead of a folder"
+            )
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: image names repeat; convert to one .pkl file instead of a folder")
     for result, name in zip(results, names):

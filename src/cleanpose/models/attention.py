@@ -153,9 +153,7 @@ class AttentionLayer(nn.Module):
         self, num_blocks: int = 4, model_dim: int = 256, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0
     ):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            AttentionBlock(model_dim, num_heads, ffn_dim, dropout) for _ in range(num_blocks)
-        )
+        self.blocks = nn.ModuleList(AttentionBlock(model_dim, num_heads, ffn_dim, dropout) for _ in range(num_blocks))
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Args:

@@ -108,7 +108,9 @@ def dinov2_position_embedding(
     num_patches = pos_embed.shape[1] - 1
     side = math.isqrt(num_patches)
     if side * side != num_patches:
-        raise ValueError(f"dinov2_position_embedding: pos_embed has shape {tuple(pos_embed.shape)}; expected a square grid")
+        raise ValueError(
+            f"dinov2_position_embedding: pos_embed has shape {tuple(pos_embed.shape)}; expected a square grid"
+        )
     grid_h, grid_w = grid_size
     if (grid_h, grid_w) == (side, side):
         return pos_embed
@@ -221,7 +223,9 @@ class DinoV2ViTS14(nn.Module):
                     "DinoV2ViTS14: no DINOv2 weights given; pass weights_path (e.g. dinov2_vits14_pretrain.pth) "
                     "or random_init=True when the weights come from a converted CleanPose checkpoint"
                 )
-            raise ValueError(f"DinoV2ViTS14: weights_path={str(weights_path)!r} and random_init=True exclude each other")
+            raise ValueError(
+                f"DinoV2ViTS14: weights_path={str(weights_path)!r} and random_init=True exclude each other"
+            )
         self.patch_size = patch_size
         self.interpolate_offset = interpolate_offset
         self.frozen = frozen
@@ -449,7 +453,8 @@ class PSPResNet18(nn.Module):
         """
         if images.shape[-2] % self.output_stride or images.shape[-1] % self.output_stride:
             raise ValueError(
-                f"PSPResNet18: images has shape {tuple(images.shape)}; expected H and W multiples of {self.output_stride}"
+                f"PSPResNet18: images has shape {tuple(images.shape)}; "
+                f"expected H and W multiples of {self.output_stride}"
             )
         trunk = self.resnet
         features = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(images))))

@@ -299,9 +299,7 @@ def load_official_model(
         config = ModelConfig.from_reference_yaml(pose_net, queue_length=queue_length, source=name)
     else:
         config = infer_reference_config(state, queue_length=queue_length)
-    if queue is not None and (
-        queue.shape[0] != config.num_categories or queue.shape[2] != config.front_door.model_dim
-    ):
+    if queue is not None and (queue.shape[0] != config.num_categories or queue.shape[2] != config.front_door.model_dim):
         raise CheckpointError(
             f"{queue_path}: queue has {queue.shape[0]} categories of {queue.shape[2]}-d features; the network has "
             f"cat_num {config.num_categories} and feat_dim {config.front_door.model_dim}"

@@ -269,8 +269,7 @@ class ConfounderQueue(nn.Module):
         low, high = int(queue_idx.min()), int(queue_idx.max())
         if low < 0 or high >= self.queue_length:
             raise ValueError(
-                f"queue_idx values span [{low}, {high}]; expected indices in [0, {self.queue_length}) "
-                "(queue length)"
+                f"queue_idx values span [{low}, {high}]; expected indices in [0, {self.queue_length}) (queue length)"
             )
         return queue_idx.long()
 

@@ -321,10 +321,17 @@ class CleanPoseLoss(nn.Module):
         keypoints = outputs["pred_kpt_3d"]
         rotation_gt, translation_gt, size_gt = batch["rotation_label"], batch["translation_label"], batch["size_label"]
         terms = {
-            "pose": pose_loss(outputs["pred_rotation"], outputs["pred_translation"], outputs["pred_size"],
-                              rotation_gt, translation_gt, size_gt),  # fmt: skip
-            "nocs": nocs_loss(outputs["pred_kpt_nocs"], keypoints, rotation_gt, translation_gt, size_gt,
-                              self.nocs_threshold),  # fmt: skip
+            "pose": pose_loss(
+                outputs["pred_rotation"],
+                outputs["pred_translation"],
+                outputs["pred_size"],
+                rotation_gt,
+                translation_gt,
+                size_gt,
+            ),  # fmt: skip
+            "nocs": nocs_loss(
+                outputs["pred_kpt_nocs"], keypoints, rotation_gt, translation_gt, size_gt, self.nocs_threshold
+            ),  # fmt: skip
             "keypoint_coverage": keypoint_coverage_loss(keypoints, batch["pts"]),
             "diversity": diversity_loss(keypoints, self.diversity_threshold),
         }

@@ -11,14 +11,14 @@ momentum 0.1) and ReLU, the ReLU also after the last layer. Conv weights start f
 
 State-dict keys and the reference (top-level name ``pts_extractor`` in the CleanPose net):
 
-====================================================================  =============================================================
-ours (relative to this module)                                        reference (relative to ``pts_extractor``)
-====================================================================  =============================================================
-``set_abstraction.{i}.scales.{s}.layers.{l}.conv.weight``             ``SA_modules.{i}.mlps.{s}.layer{l}.conv.weight``
-``set_abstraction.{i}.scales.{s}.layers.{l}.norm.{p}``                ``SA_modules.{i}.mlps.{s}.layer{l}.normlayer.bn.{p}``
-``feature_propagation.{i}.mlp.layers.{l}.conv.weight``                ``FP_modules.{i}.mlp.layer{l}.conv.weight``
-``feature_propagation.{i}.mlp.layers.{l}.norm.{p}``                   ``FP_modules.{i}.mlp.layer{l}.normlayer.bn.{p}``
-====================================================================  =============================================================
+==========================================================  ==========================================================
+ours (relative to this module)                              reference (relative to ``pts_extractor``)
+==========================================================  ==========================================================
+``set_abstraction.{i}.scales.{s}.layers.{l}.conv.weight``   ``SA_modules.{i}.mlps.{s}.layer{l}.conv.weight``
+``set_abstraction.{i}.scales.{s}.layers.{l}.norm.{p}``      ``SA_modules.{i}.mlps.{s}.layer{l}.normlayer.bn.{p}``
+``feature_propagation.{i}.mlp.layers.{l}.conv.weight``      ``FP_modules.{i}.mlp.layer{l}.conv.weight``
+``feature_propagation.{i}.mlp.layers.{l}.norm.{p}``         ``FP_modules.{i}.mlp.layer{l}.normlayer.bn.{p}``
+==========================================================  ==========================================================
 
 ``{p}`` is ``weight``, ``bias``, ``running_mean``, ``running_var`` or ``num_batches_tracked``. The indices
 keep their meaning: ``feature_propagation.{i}`` (``FP_modules.{i}``) outputs at level i (level 0 = the
@@ -94,9 +94,7 @@ class SharedMLP(nn.Module):
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"SharedMLP: channels is {list(channels)}; expected at least [C_in, C_out]")
-        self.layers = nn.ModuleList(
-            SharedMLPLayer(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:])
-        )
+        self.layers = nn.ModuleList(SharedMLPLayer(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W)."""

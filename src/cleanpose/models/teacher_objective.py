@@ -23,8 +23,14 @@ from torch import nn
 from cleanpose.errors import ConfigError
 from cleanpose.models.distillation import PointBERTTeacher, PointNet2SSGTeacher
 
-__all__ = ["TEACHERS", "TEMPERATURE", "TeacherPretrainObjective", "build_pretraining_teacher", "info_nce_loss",
-           "reset_parameters"]
+__all__ = [
+    "TEACHERS",
+    "TEMPERATURE",
+    "TeacherPretrainObjective",
+    "build_pretraining_teacher",
+    "info_nce_loss",
+    "reset_parameters",
+]
 
 TEACHERS = {"pointbert": PointBERTTeacher, "pointnet2_ssg": PointNet2SSGTeacher}
 """Teacher classes by name."""
@@ -130,5 +136,9 @@ class TeacherPretrainObjective(nn.Module):
         classification = F.cross_entropy(logits, labels)
         contrastive = info_nce_loss(features[:batch_size], features[batch_size:])
         accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
-        return {"classification": classification, "contrastive": contrastive, "total": classification + contrastive,
-                "accuracy": accuracy}
+        return {
+            "classification": classification,
+            "contrastive": contrastive,
+            "total": classification + contrastive,
+            "accuracy": accuracy,
+        }

@@ -25,9 +25,7 @@ import torch
 from cleanpose.errors import BackendUnavailableError
 
 
-def select_backend(
-    op_name: str, backends: Mapping[str, Callable], backend: str, tensor: torch.Tensor
-) -> Callable:
+def select_backend(op_name: str, backends: Mapping[str, Callable], backend: str, tensor: torch.Tensor) -> Callable:
     """Return the implementation of ``op_name`` that ``backend`` names.
 
     Args:
@@ -47,9 +45,7 @@ def select_backend(
         return backends["triton" if tensor.is_cuda and "triton" in backends else "reference"]
     if backend not in backends:
         valid = ", ".join(["auto", *sorted(backends)])
-        raise BackendUnavailableError(
-            f"{op_name}: backend {backend!r} is not available; valid backends: {valid}"
-        )
+        raise BackendUnavailableError(f"{op_name}: backend {backend!r} is not available; valid backends: {valid}")
     return backends[backend]
 
 
@@ -111,7 +107,8 @@ def _round_exact_sum(product: torch.Tensor, addend: torch.Tensor, total: torch.T
     return torch.where(error != 0, nudged.float(), total.float())
 
 
-# The submodules import `select_backend`, `check_coordinates` and `fused_multiply_add` from this package, so it is defined above these imports.
+# The submodules import `select_backend`, `check_coordinates` and `fused_multiply_add` from this package,
+# so they are defined above these imports.
 from cleanpose.ops.ball_query import ball_query, ball_query_reference  # noqa: E402
 from cleanpose.ops.fps import furthest_point_sample, furthest_point_sample_reference  # noqa: E402
 from cleanpose.ops.grouping import (  # noqa: E402

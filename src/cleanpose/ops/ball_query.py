@@ -5,7 +5,6 @@ import torch
 from cleanpose.ops import check_coordinates, select_backend
 from cleanpose.ops.knn import kernel_squared_distances
 
-
 # Pairs (centre, point) handled at once; bounds the float64 temporaries of the exact FMA rounding.
 _CHUNK_PAIRS = 1 << 22
 

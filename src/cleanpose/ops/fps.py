@@ -122,7 +122,8 @@ def furthest_point_sample(points: torch.Tensor, num_samples: int, *, backend: st
     Starting from point 0, each step picks the eligible point whose distance to the set already
     picked is largest. Per point a running minimum ``temp`` (initially 1e10) of the squared distance
     to the picks is kept, rounded as the compiled kernel rounds it: ``fma(dz, dz, fma(dy, dy, dx*dx))``
-    (:func:`~cleanpose.ops.fused_multiply_add`; the squared norm of the skip rule likewise). Points with ``x*x + y*y + z*z <= 1e-3``
+    (:func:`~cleanpose.ops.fused_multiply_add`; the squared norm of the skip rule likewise).
+    Points with ``x*x + y*y + z*z <= 1e-3``
     (about 3.16 cm from the origin) are never candidates (docs/model.md §2, Q8). Point 0 is always the
     first pick even if it is such a point.
 

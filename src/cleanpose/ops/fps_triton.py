@@ -55,7 +55,6 @@ def _fps_program(points_ptr, priority_ptr, out_ptr, num_points, num_samples, no_
         tl.store(out + step, last)
 
 
-
 def furthest_point_sample_triton(points: torch.Tensor, num_samples: int, priority: torch.Tensor) -> torch.Tensor:
     """Furthest point sampling of float32 ``points`` (B, N, 3), N <= ``MAX_POINTS``.
 
@@ -82,7 +81,13 @@ def furthest_point_sample_triton(points: torch.Tensor, num_samples: int, priorit
     block = triton.next_power_of_2(num_points)
     no_priority = num_points * 512
     _fps_program[(batch_size,)](
-        points.contiguous(), priority.to(torch.int32), samples, num_points, num_samples, no_priority,
-        BLOCK=block, num_warps=max(1, min(16, block // 256)),
+        points.contiguous(),
+        priority.to(torch.int32),
+        samples,
+        num_points,
+        num_samples,
+        no_priority,
+        BLOCK=block,
+        num_warps=max(1, min(16, block // 256)),
     )
     return samples

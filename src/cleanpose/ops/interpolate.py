@@ -12,6 +12,7 @@ import torch
 from cleanpose.ops import check_coordinates, select_backend
 from cleanpose.ops.knn import kernel_squared_distances
 
+
 class ThreeNN(NamedTuple):
     """Result of :func:`three_nn`."""
 

@@ -38,8 +38,9 @@ def test_ransac_ignores_outliers():
     outliers = rng.random(400) < 0.3
     directions = rng.normal(size=(outliers.sum(), 3))
     # displaced far beyond the inlier threshold (0.1 × diameter × scale < 0.1 · 1.8 · 250 = 45 mm)
-    target[outliers] += directions / np.linalg.norm(directions, axis=1, keepdims=True) * rng.uniform(200, 500, (
-        outliers.sum(), 1))
+    target[outliers] += (
+        directions / np.linalg.norm(directions, axis=1, keepdims=True) * rng.uniform(200, 500, (outliers.sum(), 1))
+    )
     fit = ransac_similarity(source, target, np.random.RandomState(7))
     assert fit.inlier_ratio == pytest.approx(1 - outliers.mean(), abs=0.02)
     assert fit.scale == pytest.approx(250.0, rel=1e-9)

@@ -10,10 +10,16 @@ from cleanpose.data.prepare.annotate import IMPROPER_MUG, ModelSizes, annotate_f
 from cleanpose.errors import DataFormatError
 
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
-SIZES = ModelSizes({"03797390/mugA": np.array([0.5, 0.6, 0.62]), "02876657/botA": np.array([0.3, 0.9, 0.3]),
-                    f"03797390/{IMPROPER_MUG}": np.array([0.5, 0.5, 0.5])})
-REAL_SIZES = ModelSizes({"mugA": np.array([0.6, 0.0, 0.8]), "botA": np.array([0.0, 1.0, 0.0])},
-                        {"mugA": 0.8, "botA": 0.8})
+SIZES = ModelSizes(
+    {
+        "03797390/mugA": np.array([0.5, 0.6, 0.62]),
+        "02876657/botA": np.array([0.3, 0.9, 0.3]),
+        f"03797390/{IMPROPER_MUG}": np.array([0.5, 0.5, 0.5]),
+    }
+)
+REAL_SIZES = ModelSizes(
+    {"mugA": np.array([0.6, 0.0, 0.8]), "botA": np.array([0.0, 1.0, 0.0])}, {"mugA": 0.8, "botA": 0.8}
+)
 
 
 def _curved_object(box, shape):
@@ -47,8 +53,10 @@ def _write_frame(prefix, instances, shape=(48, 64), real=False, meta_rows=None, 
     encoding.write_mask(f"{prefix}_mask.png", mask)
     encoding.write_coord(f"{prefix}_coord.png", nocs, mask != background)
     encoding.write_color(f"{prefix}_color.png", np.zeros(shape + (3,), np.uint8))
-    rows = meta_rows or [encoding.MetaRow(i, c, m, None if real else s) for i, c, (s, m), _ in
-                         [(i, c, (m.split("/") if not real else (None, m)), b) for i, c, m, b in instances]]
+    rows = meta_rows or [
+        encoding.MetaRow(i, c, m, None if real else s)
+        for i, c, (s, m), _ in [(i, c, (m.split("/") if not real else (None, m)), b) for i, c, m, b in instances]
+    ]
     encoding.write_meta(f"{prefix}_meta.txt", rows)
     return poses
 
@@ -79,18 +87,31 @@ def test_recovers_the_drawn_pose(tmp_path, real):
 
 def test_filters_follow_the_reference(tmp_path):
     prefix = str(tmp_path / "0000")
-    rows = [encoding.MetaRow(1, 6, "mugA", "03797390"), encoding.MetaRow(2, 0, "distractor", "00000000"),
-            encoding.MetaRow(3, 1, "botA", "02876657"), encoding.MetaRow(4, 6, IMPROPER_MUG, "03797390"),
-            encoding.MetaRow(9, 1, "botA", "02876657")]  # id 9 is not in the mask
-    _write_frame(prefix, [(1, 6, "03797390/mugA", (5, 4, 25, 30)), (2, 0, "x/y", (30, 2, 40, 12)),
-                          (3, 1, "02876657/botA", (40, 40, 45, 50)),  # 50 pixels < 64
-                          (4, 6, f"03797390/{IMPROPER_MUG}", (26, 40, 38, 60)),
-                          (5, 1, "x/y", (2, 50, 12, 60))], meta_rows=rows)  # id 5 has no meta line
+    rows = [
+        encoding.MetaRow(1, 6, "mugA", "03797390"),
+        encoding.MetaRow(2, 0, "distractor", "00000000"),
+        encoding.MetaRow(3, 1, "botA", "02876657"),
+        encoding.MetaRow(4, 6, IMPROPER_MUG, "03797390"),
+        encoding.MetaRow(9, 1, "botA", "02876657"),
+    ]  # id 9 is not in the mask
+    _write_frame(
+        prefix,
+        [
+            (1, 6, "03797390/mugA", (5, 4, 25, 30)),
+            (2, 0, "x/y", (30, 2, 40, 12)),
+            (3, 1, "02876657/botA", (40, 40, 45, 50)),  # 50 pixels < 64
+            (4, 6, f"03797390/{IMPROPER_MUG}", (26, 40, 38, 60)),
+            (5, 1, "x/y", (2, 50, 12, 60)),
+        ],
+        meta_rows=rows,
+    )  # id 5 has no meta line
     result = annotate_frame(prefix, "camera", SIZES, K, np.random.RandomState(0))
     assert result.label["instance_ids"] == [1]
-    assert result.notes == ["mask id 5 has no meta line (ignored)",
-                            "instance 3: 50 pixels with depth < 64",
-                            f"instance 4: improper mug model {IMPROPER_MUG} skipped"]
+    assert result.notes == [
+        "mask id 5 has no meta line (ignored)",
+        "instance 3: 50 pixels with depth < 64",
+        f"instance 4: improper mug model {IMPROPER_MUG} skipped",
+    ]
 
 
 def test_frame_dropped_when_no_instance_survives(tmp_path):
@@ -110,12 +131,16 @@ def test_frame_dropped_on_a_too_large_box(tmp_path):
 def test_frame_dropped_on_missing_model_background_or_files(tmp_path):
     prefix = str(tmp_path / "a")
     _write_frame(prefix, [(1, 1, "02876657/unknown", (5, 4, 25, 30))])
-    assert "model 02876657/unknown of instance 1 missing from obj_models" in annotate_frame(
-        prefix, "camera", SIZES, K, np.random.RandomState(0)).reason
+    assert (
+        "model 02876657/unknown of instance 1 missing from obj_models"
+        in annotate_frame(prefix, "camera", SIZES, K, np.random.RandomState(0)).reason
+    )
     prefix = str(tmp_path / "b")
     _write_frame(prefix, [(1, 1, "02876657/botA", (5, 4, 25, 30))], background=0)
-    assert annotate_frame(prefix, "camera", SIZES, K, np.random.RandomState(0)).reason == \
-        "mask has no background value 255"
+    assert (
+        annotate_frame(prefix, "camera", SIZES, K, np.random.RandomState(0)).reason
+        == "mask has no background value 255"
+    )
     (tmp_path / "b_coord.png").unlink()
     assert annotate_frame(prefix, "camera", SIZES, K, np.random.RandomState(0)).reason == "missing files: _coord.png"
 
@@ -133,10 +158,12 @@ def test_test_label_matches_ground_truth_by_class_and_box(tmp_path):
     _write_frame(prefix, [(1, 6, "03797390/mugA", (5, 4, 25, 30)), (2, 1, "02876657/botA", (20, 35, 44, 60))])
     pose = np.diag([0.2, 0.2, 0.2, 1.0])
     pose[:3, 3] = [0.1, -0.05, 0.8]
-    ground_truth = {"gt_class_ids": np.array([1, 6, 6]),
-                    "gt_bboxes": np.array([[20, 35, 44, 62], [0, 0, 9, 9], [5, 5, 27, 31]]),  # |Δ| = 2, far, 4
-                    "gt_RTs": np.stack([2 * pose, pose, 3 * pose]) * [1, 1, 1, 1],
-                    "handle_visibility": np.array([1, 1, 0])}
+    ground_truth = {
+        "gt_class_ids": np.array([1, 6, 6]),
+        "gt_bboxes": np.array([[20, 35, 44, 62], [0, 0, 9, 9], [5, 5, 27, 31]]),  # |Δ| = 2, far, 4
+        "gt_RTs": np.stack([2 * pose, pose, 3 * pose]) * [1, 1, 1, 1],
+        "handle_visibility": np.array([1, 1, 0]),
+    }
     ground_truth["gt_RTs"][:, 3, 3] = 1
     extents = {"mugA": np.array([0.4, 0.5, 0.6]), "botA": np.array([0.3, 0.9, 0.3])}
     label = annotate_test_frame(prefix, "camera", SIZES, ground_truth, extents).label

@@ -23,8 +23,11 @@ def test_real_list_sorts_scenes_then_colour_files(tmp_path):
         for frame in frames:
             (tmp_path / scene / f"{frame}_color.png").write_bytes(b"")
             (tmp_path / scene / f"{frame}_depth.png").write_bytes(b"")
-    assert layout.list_entries(tmp_path, "real_test") == ["test/scene_10/0003", "test/scene_2/0000",
-                                                          "test/scene_2/0001"]
+    assert layout.list_entries(tmp_path, "real_test") == [
+        "test/scene_10/0003",
+        "test/scene_2/0000",
+        "test/scene_2/0001",
+    ]
 
 
 def test_raw_layout_accepts_both_spellings(tmp_path):

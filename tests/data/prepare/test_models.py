@@ -8,8 +8,22 @@ from cleanpose.data.prepare import models
 from cleanpose.errors import DataFormatError
 
 CUBE_VERTICES = np.array([[x, y, z] for x in (0.0, 1.0) for y in (0.0, 2.0) for z in (0.0, 3.0)])
-CUBE_FACES = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                       [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+CUBE_FACES = np.array(
+    [
+        [0, 1, 3],
+        [0, 3, 2],
+        [4, 6, 7],
+        [4, 7, 5],
+        [0, 4, 5],
+        [0, 5, 1],
+        [2, 3, 7],
+        [2, 7, 6],
+        [0, 2, 6],
+        [0, 6, 4],
+        [1, 5, 7],
+        [1, 7, 3],
+    ]
+)
 
 
 def _loop_sampler(vertices, faces, count, state):
@@ -71,8 +85,9 @@ def test_read_obj_triangulates_and_resolves_indices(tmp_path):
     np.testing.assert_array_equal(faces, [[0, 1, 2], [0, 2, 3], [0, 1, 2]])
 
 
-@pytest.mark.parametrize("text, message", [("v 0 0 0\n", "no triangle"), ("v 0 0 0\nf 1 2 3\n", "out of range"),
-                                           ("v a b c\n", "bad vertex")])
+@pytest.mark.parametrize(
+    "text, message", [("v 0 0 0\n", "no triangle"), ("v 0 0 0\nf 1 2 3\n", "out of range"), ("v a b c\n", "bad vertex")]
+)
 def test_read_obj_errors(tmp_path, text, message):
     path = tmp_path / "bad.obj"
     path.write_text(text)

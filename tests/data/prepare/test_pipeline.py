@@ -27,8 +27,14 @@ INTRINSICS = {split.split("_")[0]: split_intrinsics("nocs", split, SIZE, SEED, 0
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
     base = tmp_path_factory.mktemp("prepare")
-    common = {"scenes": 1, "frames_per_scene": 2, "seed": SEED, "image_size": SIZE, "instances_per_category": 1,
-              "progress": False}
+    common = {
+        "scenes": 1,
+        "frames_per_scene": 2,
+        "seed": SEED,
+        "image_size": SIZE,
+        "instances_per_category": 1,
+        "progress": False,
+    }
     generate(base / "truth", **common)
     generate(base / "raw", raw=True, **common)
     summary = prepare(base / "raw", base / "out", intrinsics=INTRINSICS, progress=False)
@@ -89,13 +95,23 @@ def test_report_names_skips_with_reasons(trees):
     reasons = report["splits"]["camera_train"]["skip_reasons"]
     assert reasons == {"missing files: _color.png, _coord.png, _depth.png, _mask.png, _meta.txt": 8}
     assert {entry["frame"] for entry in report["skipped_frames"] if entry["split"] == "camera_train"} == {
-        f"train/00000/{i:04d}" for i in range(2, 10)}
+        f"train/00000/{i:04d}" for i in range(2, 10)
+    }
 
 
 def _camera_raw(tmp_path):
     raw = tmp_path / "raw"
-    generate(raw, scenes=1, frames_per_scene=2, seed=SEED, image_size=SIZE, instances_per_category=1,
-             splits=("camera_train",), progress=False, raw=True)
+    generate(
+        raw,
+        scenes=1,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        instances_per_category=1,
+        splits=("camera_train",),
+        progress=False,
+        raw=True,
+    )
     return raw
 
 
@@ -161,8 +177,21 @@ def test_missing_folders_are_clear_errors(tmp_path):
 def test_cli_prepare(tmp_path, capsys):
     raw = _camera_raw(tmp_path)
     out = tmp_path / "out"
-    status = main(["--quiet", "data", "prepare", "--raw", str(raw), "--out", str(out), "--splits", "camera_train",
-                   "--workers", "1"])
+    status = main(
+        [
+            "--quiet",
+            "data",
+            "prepare",
+            "--raw",
+            str(raw),
+            "--out",
+            str(out),
+            "--splits",
+            "camera_train",
+            "--workers",
+            "1",
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     assert "camera_train: 10 frames listed" in printed and os.path.exists(out / REPORT_FILE)
@@ -191,8 +220,9 @@ def test_test_labels_copy_the_ground_truth(trees, split, set_name):
             scale = np.cbrt(np.linalg.det(truth["gt_RTs"][j][:3, :3]))
             assert label["scales"][i] == pytest.approx(scale, rel=1e-6)
             np.testing.assert_allclose(label["rotations"][i], truth["gt_RTs"][j][:3, :3] / scale, atol=1e-6)
-            np.testing.assert_allclose(label["sizes"][i], 2 * np.abs(points[label["model_list"][i]]).max(axis=0),
-                                       rtol=1e-6)
+            np.testing.assert_allclose(
+                label["sizes"][i], 2 * np.abs(points[label["model_list"][i]]).max(axis=0), rtol=1e-6
+            )
 
 
 def test_training_reader_gives_the_ground_truth_samples(tmp_path):
@@ -202,8 +232,15 @@ def test_training_reader_gives_the_ground_truth_samples(tmp_path):
 
     from cleanpose.data.datasets import NocsTrainingDataset
 
-    common = {"scenes": 1, "frames_per_scene": 1, "seed": SEED, "instances_per_category": 1, "objects_range": (3, 3),
-              "splits": ("camera_train", "real_train"), "progress": False}
+    common = {
+        "scenes": 1,
+        "frames_per_scene": 1,
+        "seed": SEED,
+        "instances_per_category": 1,
+        "objects_range": (3, 3),
+        "splits": ("camera_train", "real_train"),
+        "progress": False,
+    }
     generate(tmp_path / "truth", **common)
     generate(tmp_path / "raw", raw=True, **common)
     prepare(tmp_path / "raw", tmp_path / "out", splits=common["splits"], progress=False)
@@ -212,8 +249,10 @@ def test_training_reader_gives_the_ground_truth_samples(tmp_path):
         truth = NocsTrainingDataset(tmp_path / "truth", source, num_points=256)
         assert prepared.frames == truth.frames
         for seed in range(3):
-            got, expected = (dataset.build_sample(0, np.random.RandomState(seed), torch.Generator().manual_seed(seed))
-                             for dataset in (prepared, truth))
+            got, expected = (
+                dataset.build_sample(0, np.random.RandomState(seed), torch.Generator().manual_seed(seed))
+                for dataset in (prepared, truth)
+            )
             assert int(got["category_label"]) == int(expected["category_label"])
             torch.testing.assert_close(got["pts"], expected["pts"], rtol=0, atol=0)
             assert torch.linalg.norm(got["translation_label"] - expected["translation_label"]) <= 0.002

@@ -15,7 +15,10 @@ import numpy as np
 import trimesh
 
 QUADRANT_COLOURS = {
-    "top_left": (255, 0, 0), "top_right": (0, 255, 0), "bottom_left": (0, 0, 255), "bottom_right": (255, 255, 255),
+    "top_left": (255, 0, 0),
+    "top_right": (0, 255, 0),
+    "bottom_left": (0, 0, 255),
+    "bottom_right": (255, 255, 255),
 }
 """Texture quadrants (image rows 0–31 are the top), RGB; top = v > 0.5, left = u < 0.5."""
 
@@ -98,8 +101,9 @@ def write_textured_sphere(folder: Path, name: str, faces: int, radius: float = 0
     theta = np.linspace(0.0, np.pi, rings + 1)
     phi = np.linspace(0.0, 2 * np.pi, segments + 1)
     grid_theta, grid_phi = np.meshgrid(theta, phi, indexing="ij")
-    vertices = radius * np.stack([np.sin(grid_theta) * np.cos(grid_phi), np.cos(grid_theta),
-                                  np.sin(grid_theta) * np.sin(grid_phi)], axis=-1).reshape(-1, 3)
+    vertices = radius * np.stack(
+        [np.sin(grid_theta) * np.cos(grid_phi), np.cos(grid_theta), np.sin(grid_theta) * np.sin(grid_phi)], axis=-1
+    ).reshape(-1, 3)
     uv = np.stack([grid_phi / (2 * np.pi), 1.0 - grid_theta / np.pi], axis=-1).reshape(-1, 2)
     index = np.arange((rings + 1) * (segments + 1)).reshape(rings + 1, segments + 1)
     quads = np.stack([index[:-1, :-1], index[1:, :-1], index[1:, 1:], index[:-1, 1:]], axis=-1).reshape(-1, 4)

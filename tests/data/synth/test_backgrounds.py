@@ -48,8 +48,9 @@ def test_photo_plane_depth_and_colour_are_consistent(tmp_path):
     cv2.imwrite(str(tmp_path / "wall.jpg"), np.full((300, 500, 3), PHOTO_RGB[::-1], np.uint8))
     backgrounds = scan_backgrounds(tmp_path)
     seed, split = 5, "real_train"  # a scene whose frames show the photo over more than 10 % of the pixels
-    for scene, _, frame, arrays in scene_frames("nocs", split, 0, 2, seed, SIZE, SensorNoise(enabled=False), 1,
-                                                backgrounds=backgrounds):
+    for scene, _, frame, arrays in scene_frames(
+        "nocs", split, 0, 2, seed, SIZE, SensorNoise(enabled=False), 1, backgrounds=backgrounds
+    ):
         camera = scene.cameras[frame]
         farthest = 0.0  # the farthest object vertex in the camera frame, by hand
         for placed in scene.objects:

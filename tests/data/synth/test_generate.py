@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth import SensorNoise, generate
-from cleanpose.data.synth import writer_nocs
+from cleanpose.data.synth import SensorNoise, generate, writer_nocs
 from cleanpose.data.synth.generate import MARKER_FILE, scene_frames, split_intrinsics
 from cleanpose.errors import ConfigError, OutputError
 from cleanpose.geometry import backproject
@@ -30,15 +29,25 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def nocs_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
-    summary = generate(root, "nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE, noise=NOISE_OFF,
-                       instances_per_category=1, progress=False)
+    summary = generate(
+        root,
+        "nocs",
+        scenes=2,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        noise=NOISE_OFF,
+        instances_per_category=1,
+        progress=False,
+    )
     assert summary.frames == 16 and summary.scenes == 8
     return root
 
 
 def _obj_extents(path: Path) -> np.ndarray:
-    vertices = np.array([[float(v) for v in line.split()[1:4]] for line in path.read_text().splitlines()
-                         if line.startswith("v ")])
+    vertices = np.array(
+        [[float(v) for v in line.split()[1:4]] for line in path.read_text().splitlines() if line.startswith("v ")]
+    )
     return vertices.max(axis=0) - vertices.min(axis=0)
 
 
@@ -61,8 +70,16 @@ def test_labels_match_depth_nocs_and_meshes(nocs_root, split):
         if not label_path.exists():
             continue
         label = encoding.read_pickle(label_path)
-        assert set(label) == {"class_ids", "instance_ids", "model_list", "bboxes", "scales", "sizes", "rotations",
-                              "translations"}
+        assert set(label) == {
+            "class_ids",
+            "instance_ids",
+            "model_list",
+            "bboxes",
+            "scales",
+            "sizes",
+            "rotations",
+            "translations",
+        }
         assert label["bboxes"].dtype == np.int32 and label["rotations"].dtype == np.float32
         depth_m = encoding.read_depth(f"{prefix}_depth.png").astype(np.float64) / 1000.0
         mask = encoding.read_mask(f"{prefix}_mask.png")
@@ -137,16 +154,25 @@ def test_splits_with_enough_objects_hold_every_category(format, split, scenes):
 
 def test_lists_and_test_split_pickles(nocs_root):
     assert (nocs_root / "camera/train_list_all.txt").read_text() == (
-        "train/00000/0000\ntrain/00000/0001\ntrain/00001/0000\ntrain/00001/0001\n")
+        "train/00000/0000\ntrain/00000/0001\ntrain/00001/0000\ntrain/00001/0001\n"
+    )
     assert (nocs_root / "real/test_list_all.txt").read_text().split() == [
-        "test/scene_1/0000", "test/scene_1/0001", "test/scene_2/0000", "test/scene_2/0001"]
+        "test/scene_1/0000",
+        "test/scene_1/0001",
+        "test/scene_2/0000",
+        "test/scene_2/0001",
+    ]
     assert (nocs_root / "camera/val_list_all.txt").exists()
     distractors_seen = [0]
-    for split, set_name, pattern in (("real_test", "real_test", "results_test_scene_{}_{:04d}.pkl"),
-                                     ("camera_val", "val", "results_val_{:05d}_{:04d}.pkl")):
+    for split, set_name, pattern in (
+        ("real_test", "real_test", "results_test_scene_{}_{:04d}.pkl"),
+        ("camera_val", "val", "results_val_{:05d}_{:04d}.pkl"),
+    ):
         for scene_index, scene, intrinsics, frame, arrays in _frames(split):
             folder_id = scene_index + 1 if split == "real_test" else scene_index
-            result = encoding.read_pickle(nocs_root / "results/nocs_results" / set_name / pattern.format(folder_id, frame))
+            result = encoding.read_pickle(
+                nocs_root / "results/nocs_results" / set_name / pattern.format(folder_id, frame)
+            )
             entry = writer_nocs.frame_entry(split, scene_index, frame)
             assert result["image_path"] == f"data/{split.split('_')[0]}/{entry}"
             mask = encoding.read_mask(nocs_root / split.split("_")[0] / f"{entry}_mask.png")
@@ -182,13 +208,15 @@ def test_lists_and_test_split_pickles(nocs_root):
                     np.testing.assert_allclose(result["gt_scales"][i], dims / np.linalg.norm(dims), atol=2e-6)
                     np.testing.assert_allclose(scale, np.linalg.norm(dims), rtol=1e-5)
                 else:
-                    bbox = np.loadtxt(nocs_root / "obj_models" / "val" / scene.objects[k].instance.synset / name
-                                      / "bbox.txt")
+                    bbox = np.loadtxt(
+                        nocs_root / "obj_models" / "val" / scene.objects[k].instance.synset / name / "bbox.txt"
+                    )
                     np.testing.assert_allclose(result["gt_scales"][i], bbox[0] - bbox[1], atol=2e-6)
                 assert tuple(result["gt_bboxes"][i]) == tuple(writer_nocs.mask_bbox(mask == instance_id))
                 handle_seen = arrays.handle_pixels[k] >= writer_nocs.HANDLE_VISIBLE_PIXELS
-                assert result["gt_handle_visibility"][i] == (0 if (scene.objects[k].instance.category == "mug"
-                                                                    and not handle_seen) else 1)
+                assert result["gt_handle_visibility"][i] == (
+                    0 if (scene.objects[k].instance.category == "mug" and not handle_seen) else 1
+                )
             predicted = result["pred_masks"]
             assert predicted.dtype == bool and predicted.shape[:2] == mask.shape
             assert len(result["pred_scores"]) == predicted.shape[2] == len(result["pred_class_ids"])
@@ -196,9 +224,16 @@ def test_lists_and_test_split_pickles(nocs_root):
             for j in range(predicted.shape[2]):
                 rows, columns = np.nonzero(predicted[:, :, j])
                 assert tuple(result["pred_bboxes"][j]) == (rows.min(), columns.min(), rows.max() + 1, columns.max() + 1)
-            gts = encoding.read_pickle(nocs_root / "gts" / set_name / (
-                f"results_real_test_scene_{folder_id}_{frame:04d}.pkl" if split == "real_test"
-                else pattern.format(folder_id, frame)))
+            gts = encoding.read_pickle(
+                nocs_root
+                / "gts"
+                / set_name
+                / (
+                    f"results_real_test_scene_{folder_id}_{frame:04d}.pkl"
+                    if split == "real_test"
+                    else pattern.format(folder_id, frame)
+                )
+            )
             np.testing.assert_array_equal(gts["gt_RTs"], result["gt_RTs"])
     assert distractors_seen[0] > 0  # the fixture's seed puts class-0 distractors into some test frames
 
@@ -221,8 +256,16 @@ def test_model_pickles(nocs_root):
 
 def test_deterministic_across_workers(nocs_root, tmp_path):
     # sensor noise on: its draws, like the scene draws, are keyed by (seed, split, scene, frame)
-    kwargs = dict(format="nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE, instances_per_category=1,
-                  splits=("camera_train", "real_test"), progress=False)
+    kwargs = dict(
+        format="nocs",
+        scenes=2,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        instances_per_category=1,
+        splits=("camera_train", "real_test"),
+        progress=False,
+    )
     first = generate(tmp_path / "a", workers=1, **kwargs)
     second = generate(tmp_path / "b", workers=2, **kwargs)
     assert first.frames == second.frames == 8
@@ -230,8 +273,18 @@ def test_deterministic_across_workers(nocs_root, tmp_path):
     assert files_a == files_b
     assert any(name.endswith("_label.pkl") for name in files_a) and any("nocs_results" in name for name in files_a)
     # a split alone equals the same split inside the four-split dataset (draws do not depend on other splits)
-    generate(tmp_path / "c", "nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE, noise=NOISE_OFF,
-             instances_per_category=1, splits=("real_test",), progress=False)
+    generate(
+        tmp_path / "c",
+        "nocs",
+        scenes=2,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        noise=NOISE_OFF,
+        instances_per_category=1,
+        splits=("real_test",),
+        progress=False,
+    )
     alone, full = _files(tmp_path / "c"), _files(nocs_root)
     shared = [name for name in alone if name.startswith(("real/test/", "gts/", "results/")) or name.endswith(".npy")]
     assert len(shared) > 12 and all(full[name] == alone[name] for name in shared)
@@ -256,8 +309,9 @@ def test_mean_shapes(nocs_root):
         unit = tuple(np.mean([i.unit for i in training if i.category == category], axis=0))
         triangles = instance_mesh(category, unit).mesh.triangles
         sample = points[::16]  # brute-force point-triangle distances of 64 points
-        closest = trimesh.triangles.closest_point(np.tile(triangles, (len(sample), 1, 1)),
-                                                  np.repeat(sample, len(triangles), axis=0))
+        closest = trimesh.triangles.closest_point(
+            np.tile(triangles, (len(sample), 1, 1)), np.repeat(sample, len(triangles), axis=0)
+        )
         distance = np.linalg.norm(closest - np.repeat(sample, len(triangles), axis=0), axis=1)
         assert distance.reshape(len(sample), -1).min(axis=1).max() < 1e-9, category
         assert len(np.unique(points, axis=0)) == 1024
@@ -268,13 +322,23 @@ def test_segmentation_results_alias(nocs_root):
         link = nocs_root / "segmentation_results" / alias
         assert link.is_symlink() and link.resolve() == (nocs_root / "results/nocs_results" / target).resolve()
         assert sorted(p.name for p in link.glob("results_*.pkl")) == sorted(
-            p.name for p in (nocs_root / "results/nocs_results" / target).glob("results_*.pkl"))
+            p.name for p in (nocs_root / "results/nocs_results" / target).glob("results_*.pkl")
+        )
         assert len(list(link.glob("results_*.pkl"))) == 4
 
 
 def test_noise_changes_depth_only_where_expected(tmp_path):
-    generate(tmp_path / "n", "nocs", scenes=1, frames_per_scene=2, seed=SEED, image_size=SIZE,
-             instances_per_category=1, splits=("real_train",), progress=False)
+    generate(
+        tmp_path / "n",
+        "nocs",
+        scenes=1,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        instances_per_category=1,
+        splits=("real_train",),
+        progress=False,
+    )
     noisy = encoding.read_depth(tmp_path / "n/real/train/scene_1/0000_depth.png").astype(np.float64)
     for _, _, _, _, arrays in _frames("real_train"):
         clean = np.rint(arrays.depth * 1000.0)
@@ -311,8 +375,15 @@ def test_bad_inputs(tmp_path):
 
 
 def test_overwrite_replaces_previous_output(tmp_path):
-    kwargs = dict(format="housecat6d", scenes=1, frames_per_scene=1, image_size=(96, 75), instances_per_category=1,
-                  splits=("test",), progress=False)
+    kwargs = dict(
+        format="housecat6d",
+        scenes=1,
+        frames_per_scene=1,
+        image_size=(96, 75),
+        instances_per_category=1,
+        splits=("test",),
+        progress=False,
+    )
     generate(tmp_path / "h", seed=1, **kwargs)
     (tmp_path / "h" / "stale.txt").write_text("old")
     generate(tmp_path / "h", seed=2, overwrite=True, **kwargs)
@@ -332,8 +403,16 @@ def test_interrupted_run_leaves_no_accepted_frame(tmp_path, monkeypatch):
 
     monkeypatch.setattr(encoding, "write_color", failing_write_color)
     with pytest.raises(KeyboardInterrupt):
-        generate(tmp_path / "i", scenes=1, frames_per_scene=3, seed=SEED, image_size=SIZE,
-                 instances_per_category=1, splits=("real_train",), progress=False)
+        generate(
+            tmp_path / "i",
+            scenes=1,
+            frames_per_scene=3,
+            seed=SEED,
+            image_size=SIZE,
+            instances_per_category=1,
+            splits=("real_train",),
+            progress=False,
+        )
     folder = tmp_path / "i/real/train/scene_1"
     assert [p.name for p in (tmp_path / "i").rglob(".*")] == []  # no temporary files
     assert not (tmp_path / "i/real/train_list.txt").exists()
@@ -344,8 +423,17 @@ def test_interrupted_run_leaves_no_accepted_frame(tmp_path, monkeypatch):
 
 def test_housecat6d_frames(tmp_path):
     size = (137, 107)
-    generate(tmp_path / "hc", "housecat6d", scenes=1, frames_per_scene=2, seed=3, image_size=size, noise=NOISE_OFF,
-             instances_per_category=1, progress=False)
+    generate(
+        tmp_path / "hc",
+        "housecat6d",
+        scenes=1,
+        frames_per_scene=2,
+        seed=3,
+        image_size=size,
+        noise=NOISE_OFF,
+        instances_per_category=1,
+        progress=False,
+    )
     root = tmp_path / "hc"
     for split, folder in (("train", "scene01"), ("test", "test_scene1")):
         intrinsics = np.loadtxt(root / folder / "intrinsics.txt").reshape(3, 3)
@@ -368,8 +456,10 @@ def test_housecat6d_frames(tmp_path):
                     assert tuple(label["bboxes"][i]) == (0, 0, 0, 0)
                     continue
                 points = backproject(depth_m, intrinsics, valid).astype(np.float64)
-                mapped = (arrays.scales[i] * arrays.nocs[valid] @ label["rotations"][i].astype(np.float64).T
-                          + label["translations"][i])
+                mapped = (
+                    arrays.scales[i] * arrays.nocs[valid] @ label["rotations"][i].astype(np.float64).T
+                    + label["translations"][i]
+                )
                 assert np.abs(mapped - points).max() < 0.002
             assert (instance[arrays.object_index < 0] == 0).all()
 

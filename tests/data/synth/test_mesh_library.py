@@ -15,8 +15,12 @@ from cleanpose.data.synth.mesh_library import MeshEntry, handle_faces, load_mesh
 from cleanpose.data.synth.scene import Appearance, Instance, PlacedObject, SceneSpec, look_at, render_frame
 from cleanpose.data.synth.sensor import SensorNoise
 from cleanpose.errors import ConfigError, DataFormatError
-from tests.data.synth.mesh_builders import (QUADRANT_COLOURS, expected_quadrant, write_coloured_box_ply,
-                                            write_textured_box)
+from tests.data.synth.mesh_builders import (
+    QUADRANT_COLOURS,
+    expected_quadrant,
+    write_coloured_box_ply,
+    write_textured_box,
+)
 
 LOWER_CM, EXTENTS_CM = np.array([1.0, 2.0, 3.0]), np.array([4.0, 6.0, 8.0])
 K = np.array([[300.0, 0.0, 79.5], [0.0, 300.0, 59.5], [0.0, 0.0, 1.0]])
@@ -38,8 +42,9 @@ def test_textured_obj_canonicalised_with_units(tmp_path):
     loaded = load_mesh(entry)
     assert abs(loaded.diagonal - np.linalg.norm(EXTENTS_CM) / 100) < 1e-12
     mesh = loaded.shape.mesh
-    np.testing.assert_allclose(mesh.bounds, _canonical([LOWER_CM, LOWER_CM + EXTENTS_CM], LOWER_CM, EXTENTS_CM, 0.01),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        mesh.bounds, _canonical([LOWER_CM, LOWER_CM + EXTENTS_CM], LOWER_CM, EXTENTS_CM, 0.01), atol=1e-12
+    )
     assert abs(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]) - 1.0) < 1e-12
     assert loaded.shape.colours is not None and len(loaded.shape.colours.images) == 1
     assert not loaded.shape.handle_faces.any()
@@ -53,9 +58,16 @@ def test_up_front_and_transform_rotate_into_the_canonical_axes(tmp_path):
     expected = np.stack([file_points[:, 0], file_points[:, 2], -file_points[:, 1]], axis=1)
     expected = (expected - (expected.min(0) + expected.max(0)) / 2) / np.linalg.norm(EXTENTS_CM)
     transform = [[1, 0, 0, 5], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]]
-    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": [
-        {"file": "box.obj", "category": "laptop", "up": "+z", "front": "-y", "name": "axes"},
-        {"file": "box.obj", "category": "laptop", "transform": transform, "name": "matrix"}]}))
+    (tmp_path / "models.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"file": "box.obj", "category": "laptop", "up": "+z", "front": "-y", "name": "axes"},
+                    {"file": "box.obj", "category": "laptop", "transform": transform, "name": "matrix"},
+                ]
+            }
+        )
+    )
     catalog = scan_models(tmp_path, "nocs")
     assert [entry.name for entry in catalog.entries] == ["axes", "matrix"]
     for entry in catalog.entries:
@@ -72,8 +84,9 @@ def test_glb_round_trip_keeps_geometry_and_texture(tmp_path):
     np.testing.assert_allclose(from_glb.shape.mesh.vertices, from_obj.shape.mesh.vertices, atol=1e-6)
     faces = np.arange(12)
     weights = np.tile([0.2, 0.3, 0.5], (12, 1))
-    np.testing.assert_allclose(from_glb.shape.colours.albedo(faces, weights),
-                               from_obj.shape.colours.albedo(faces, weights), atol=1e-6)
+    np.testing.assert_allclose(
+        from_glb.shape.colours.albedo(faces, weights), from_obj.shape.colours.albedo(faces, weights), atol=1e-6
+    )
 
 
 def _head_on_frame(entry: MeshEntry, light=(0.0, 0.45, 1.0)):
@@ -81,8 +94,13 @@ def _head_on_frame(entry: MeshEntry, light=(0.0, 0.45, 1.0)):
     loaded = load_mesh(entry)
     instance = Instance("box", entry.category, 3, (), False, None, loaded.diagonal, entry)
     half_height = -loaded.shape.mesh.bounds[0, 1] * loaded.diagonal
-    placed = PlacedObject(instance, loaded.diagonal, np.eye(3), np.array([0.0, half_height, 0.0]),
-                          Appearance(np.full(3, 0.5), np.full(3, 0.5), 0, 1.0))
+    placed = PlacedObject(
+        instance,
+        loaded.diagonal,
+        np.eye(3),
+        np.array([0.0, half_height, 0.0]),
+        Appearance(np.full(3, 0.5), np.full(3, 0.5), 0, 1.0),
+    )
     camera = look_at(np.array([0.0, 0.03, 0.35]), np.array([0.0, 0.03, 0.0]))
     plain = Appearance(np.full(3, 0.3), np.full(3, 0.3), 0, 1.0)
     light = np.asarray(light) / np.linalg.norm(light)
@@ -172,13 +190,21 @@ def _write_bad_inputs(root):
 def test_bad_inputs_raise_naming_the_file(tmp_path):
     _write_bad_inputs(tmp_path)
     # folders are checked in sorted order; each error names the file, then its folder is removed
-    for folder, message in (("bottle", r"bottle/broken_texture.obj: texture .*broken_texture.png cannot be read as an "
-                                       r"image"),
-                            ("bowl", r"bowl/broken.ply: cannot be read as a mesh"),
-                            ("can", r"can/points.obj: mesh has no faces"),
-                            ("laptop", r"laptop/untextured.obj: texture .*gone.png named in .*untextured.mtl does not "
-                                       r"exist"),
-                            ("mug", r"mug: category folder holds no mesh")):
+    for folder, message in (
+        (
+            "bottle",
+            r"bottle/broken_texture.obj: texture .*broken_texture.png cannot be read as an "
+            r"image",
+        ),
+        ("bowl", r"bowl/broken.ply: cannot be read as a mesh"),
+        ("can", r"can/points.obj: mesh has no faces"),
+        (
+            "laptop",
+            r"laptop/untextured.obj: texture .*gone.png named in .*untextured.mtl does not "
+            r"exist",
+        ),
+        ("mug", r"mug: category folder holds no mesh"),
+    ):
         with pytest.raises(DataFormatError, match=message):
             scan_models(tmp_path, "nocs")
         shutil.rmtree(tmp_path / folder)
@@ -189,8 +215,11 @@ def test_bad_inputs_raise_naming_the_file(tmp_path):
         scan_models(tmp_path, "nocs")
     shutil.rmtree(tmp_path / "can")
     (tmp_path / "chair").mkdir()
-    with pytest.raises(DataFormatError, match=r"chair: unknown nocs category 'chair'; valid categories: bottle, bowl, "
-                                              r"camera, can, laptop, mug"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"chair: unknown nocs category 'chair'; valid categories: bottle, bowl, "
+        r"camera, can, laptop, mug",
+    ):
         scan_models(tmp_path, "nocs")
     with pytest.raises(DataFormatError, match=r"unknown housecat6d category 'camera'; valid categories: box, bottle"):
         scan_models(tmp_path, "housecat6d")
@@ -206,8 +235,13 @@ def test_skip_bad_counts_and_logs_every_skip(tmp_path, caplog):
         catalog = scan_models(tmp_path, "nocs", skip_bad=True)
     assert [entry.name for entry in catalog.entries] == ["good"]
     assert len(catalog.skipped) == 5
-    for text in ("broken.ply: cannot be read", "points.obj: mesh has no faces", "gone.png", "holds no mesh",
-                 "broken_texture.png cannot be read as an image"):
+    for text in (
+        "broken.ply: cannot be read",
+        "points.obj: mesh has no faces",
+        "gone.png",
+        "holds no mesh",
+        "broken_texture.png cannot be read as an image",
+    ):
         assert sum(text in line for line in catalog.skipped) == 1
     assert "skipped 5 bad mesh file(s) or folder(s)" in caplog.text
     assert caplog.text.count("skipped: ") == 5
@@ -216,21 +250,41 @@ def test_skip_bad_counts_and_logs_every_skip(tmp_path, caplog):
 def test_mapping_file_errors(tmp_path):
     write_textured_box(tmp_path, "box", LOWER_CM, EXTENTS_CM)
     cases = [
-        ({"models": [{"file": "box.obj", "category": "mug", "colour": 1}]},
-         r"models\[0\]: unknown key\(s\) colour; valid keys: file, category"),
+        (
+            {"models": [{"file": "box.obj", "category": "mug", "colour": 1}]},
+            r"models\[0\]: unknown key\(s\) colour; valid keys: file, category",
+        ),
         ({"models": [{"file": "box.obj"}]}, r"models\[0\]: 'file' and 'category' are required"),
-        ({"models": [{"file": "box.obj", "category": "mug", "unit": "inch"}]},
-         r"unit 'inch'; expected one of m, cm, mm"),
+        (
+            {"models": [{"file": "box.obj", "category": "mug", "unit": "inch"}]},
+            r"unit 'inch'; expected one of m, cm, mm",
+        ),
         ({"models": [{"file": "box.obj", "category": "mug", "up": "+y", "front": "-y"}]}, "must be different axes"),
-        ({"models": [{"file": "box.obj", "category": "mug", "transform": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0],
-                                                                              [0, 0, 0, 1]]}]}, "is not orthogonal"),
-        ({"models": [{"file": "box.obj", "category": "camera", "symmetric": True}]},
-         "symmetric: true cannot be labelled for a nocs camera"),
-        ({"models": [{"file": "box.obj", "category": "bottle", "symmetric": False}]},
-         "symmetric: false cannot be labelled for a nocs bottle"),
+        (
+            {
+                "models": [
+                    {
+                        "file": "box.obj",
+                        "category": "mug",
+                        "transform": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+                    }
+                ]
+            },
+            "is not orthogonal",
+        ),
+        (
+            {"models": [{"file": "box.obj", "category": "camera", "symmetric": True}]},
+            "symmetric: true cannot be labelled for a nocs camera",
+        ),
+        (
+            {"models": [{"file": "box.obj", "category": "bottle", "symmetric": False}]},
+            "symmetric: false cannot be labelled for a nocs bottle",
+        ),
         ({"models": [{"file": "missing.obj", "category": "mug"}]}, "missing.obj: mesh file does not exist"),
-        ({"models": [{"file": "box.obj", "category": "mug"}, {"file": "box.obj", "category": "mug"}]},
-         "instance name 'box' of category mug is also used by"),
+        (
+            {"models": [{"file": "box.obj", "category": "mug"}, {"file": "box.obj", "category": "mug"}]},
+            "instance name 'box' of category mug is also used by",
+        ),
         ({"defaults": {"category": "mug"}}, r"defaults: unknown key\(s\) category"),
     ]
     for mapping, message in cases:
@@ -238,8 +292,9 @@ def test_mapping_file_errors(tmp_path):
         with pytest.raises(DataFormatError, match=message):
             scan_models(tmp_path, "nocs")
     # a handle-less mug may be flagged symmetric: no handle faces at all
-    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": [{"file": "box.obj", "category": "mug",
-                                                                        "symmetric": True}]}))
+    (tmp_path / "models.yaml").write_text(
+        yaml.safe_dump({"models": [{"file": "box.obj", "category": "mug", "symmetric": True}]})
+    )
     (entry,) = scan_models(tmp_path, "nocs").entries
     assert entry.symmetric and not load_mesh(entry).shape.handle_faces.any()
 

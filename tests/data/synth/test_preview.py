@@ -15,7 +15,7 @@ def test_preview_rows_are_the_rendered_frames(tmp_path):
     assert grid.shape == (2 * 48, 4 * 64, 3)
     for scene_index in range(2):
         arrays = next(scene_frames("nocs", "camera_train", scene_index, 1, 4, (64, 48), SensorNoise(), 6))[3]
-        row = grid[scene_index * 48:(scene_index + 1) * 48]
+        row = grid[scene_index * 48 : (scene_index + 1) * 48]
         np.testing.assert_array_equal(row[:, :64], arrays.color)
         seen = arrays.object_index >= 0
         np.testing.assert_array_equal(row[:, 192:][seen], np.rint((arrays.nocs[seen] + 0.5) * 255).astype(np.uint8))
@@ -31,8 +31,25 @@ def test_preview_rows_are_the_rendered_frames(tmp_path):
 
 def test_cli_synth_and_errors(tmp_path, capsys):
     out = tmp_path / "hc"
-    status = main(["--quiet", "synth", "--out", str(out), "--format", "housecat6d", "--scenes", "1",
-                   "--frames-per-scene", "1", "--splits", "test", "--image-size", "64x50", "--no-noise"])
+    status = main(
+        [
+            "--quiet",
+            "synth",
+            "--out",
+            str(out),
+            "--format",
+            "housecat6d",
+            "--scenes",
+            "1",
+            "--frames-per-scene",
+            "1",
+            "--splits",
+            "test",
+            "--image-size",
+            "64x50",
+            "--no-noise",
+        ]
+    )
     assert status == 0
     assert "wrote 1 frames" in capsys.readouterr().out
     assert (out / "test_scene1" / "rgb" / "000000.png").exists()
@@ -44,8 +61,22 @@ def test_cli_synth_and_errors(tmp_path, capsys):
     assert "scenes must be a positive integer; got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["synth"])  # --out is required
-    assert main(["--quiet", "synth", "--out", str(tmp_path / "prev"), "--preview", "--preview-frames", "1",
-                 "--image-size", "64x48"]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "synth",
+                "--out",
+                str(tmp_path / "prev"),
+                "--preview",
+                "--preview-frames",
+                "1",
+                "--image-size",
+                "64x48",
+            ]
+        )
+        == 0
+    )
     assert encoding.read_color(tmp_path / "prev" / "preview.png").shape == (48, 256, 3)
     assert main(["synth", "--out", str(tmp_path / "y"), "--image-size", "64by48"]) == 2
     assert "--image-size must look like 640x480; got '64by48'" in capsys.readouterr().err
@@ -66,9 +97,28 @@ def test_cli_synth_with_models_backgrounds_and_skip_bad(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     cv2.imwrite(str(photos / "room.png"), np.full((60, 80, 3), 128, np.uint8))
-    arguments = ["--quiet", "synth", "--out", str(tmp_path / "d"), "--models", str(models), "--backgrounds",
-                 str(photos), "--scenes", "1", "--frames-per-scene", "1", "--image-size", "64x48",
-                 "--splits", "camera_train,camera_val", "--test-fraction", "0.5", "--procedural-fraction", "0.25"]
+    arguments = [
+        "--quiet",
+        "synth",
+        "--out",
+        str(tmp_path / "d"),
+        "--models",
+        str(models),
+        "--backgrounds",
+        str(photos),
+        "--scenes",
+        "1",
+        "--frames-per-scene",
+        "1",
+        "--image-size",
+        "64x48",
+        "--splits",
+        "camera_train,camera_val",
+        "--test-fraction",
+        "0.5",
+        "--procedural-fraction",
+        "0.25",
+    ]
     assert main(arguments) == 2
     assert "mug/broken.obj: mesh has no faces" in capsys.readouterr().err  # its face names missing vertices
     assert main(["synth", "--out", str(tmp_path / "e"), "--procedural-fraction", "0.5"]) == 2
@@ -82,6 +132,25 @@ def test_cli_synth_with_models_backgrounds_and_skip_bad(tmp_path, capsys):
     train = encoding.read_pickle(tmp_path / "d" / "obj_models" / "camera_train.pkl")
     imported = {name for name in list(val) + list(train) if name.startswith("camera_box")}
     assert imported == {"camera_box0", "camera_box1"} and not (set(val) & set(train))  # one held out
-    assert main(["--quiet", "synth", "--out", str(tmp_path / "p"), "--models", str(models), "--skip-bad",
-                 "--preview", "--preview-frames", "1", "--image-size", "64x48", "--test-fraction", "0"]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "synth",
+                "--out",
+                str(tmp_path / "p"),
+                "--models",
+                str(models),
+                "--skip-bad",
+                "--preview",
+                "--preview-frames",
+                "1",
+                "--image-size",
+                "64x48",
+                "--test-fraction",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert encoding.read_color(tmp_path / "p" / "preview.png").shape == (48, 256, 3)

@@ -20,8 +20,9 @@ def test_square_plate_mask_and_depth_exact():
     expected = (np.abs(x - centre_x) < half_x) & (np.abs(y) < half_y)
     np.testing.assert_array_equal(hits.face >= 0, expected)
     np.testing.assert_allclose(hits.points[expected][:, 2], front, atol=1e-12)
-    np.testing.assert_allclose(hits.cos_incidence[expected], 1.0 / np.linalg.norm(
-        pixel_rays(K, W, H)[expected], axis=1), atol=1e-12)
+    np.testing.assert_allclose(
+        hits.cos_incidence[expected], 1.0 / np.linalg.norm(pixel_rays(K, W, H)[expected], axis=1), atol=1e-12
+    )
     assert (hits.normals[expected] @ np.array([0.0, 0.0, -1.0]) > 0.999).all()
 
 
@@ -32,16 +33,16 @@ def test_sphere_depth_and_area_analytic():
     hits = cast_rays(sphere.vertices, sphere.faces, K, W, H)
     rays = pixel_rays(K, W, H)
     # analytic ray-sphere intersection: |z·d − c|² = r² → smallest root z
-    a = (rays ** 2).sum(axis=2)
+    a = (rays**2).sum(axis=2)
     b = -2.0 * distance * rays[:, :, 2]
-    c = distance ** 2 - radius ** 2
-    disc = b ** 2 - 4 * a * c
+    c = distance**2 - radius**2
+    disc = b**2 - 4 * a * c
     inside = disc > 0
     depth = (-b - np.sqrt(np.where(inside, disc, 0.0))) / (2 * a)
     hit = hits.face >= 0
     # disc = 4a(r² − ρ²) with ρ the distance of the sphere centre from the ray; rays with ρ < 0.98 r
     # are clear of the tessellated silhouette and must hit
-    sure = disc > 4 * a * (radius ** 2) * (1 - 0.98 ** 2)
+    sure = disc > 4 * a * (radius**2) * (1 - 0.98**2)
     assert hit[sure].all() and not hit[~inside].any()
     assert abs(hit.sum() - inside.sum()) / inside.sum() < 0.02
     # depth within the tessellation error of a level-5 icosphere (< 0.2 mm at r = 5 cm)

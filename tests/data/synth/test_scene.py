@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from cleanpose.data.synth import scene as scene_module
-from cleanpose.data.synth.scene import (Appearance, PlacedObject, SceneSpec, build_library, instance_mesh, look_at,
-                                        render_frame, sample_scene)
+from cleanpose.data.synth.scene import (
+    Appearance,
+    PlacedObject,
+    SceneSpec,
+    build_library,
+    instance_mesh,
+    look_at,
+    render_frame,
+    sample_scene,
+)
 from cleanpose.data.synth.sensor import SensorNoise
 
 K = np.array([[200.0, 0.0, 79.5], [0.0, 200.0, 59.5], [0.0, 0.0, 1.0]])
@@ -74,8 +82,9 @@ def test_render_frame_pose_and_nocs_consistency():
     camera = scene.cameras[0]
     placed = scene.objects[0]
     np.testing.assert_allclose(arrays.rotations[0], camera.rotation @ placed.rotation, atol=1e-12)
-    np.testing.assert_allclose(arrays.translations[0], camera.rotation @ placed.translation + camera.translation,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        arrays.translations[0], camera.rotation @ placed.translation + camera.translation, atol=1e-12
+    )
     pixels = arrays.object_index == 0
     assert pixels.sum() > 200
     q = arrays.nocs[pixels]
@@ -94,11 +103,10 @@ def test_render_frame_pose_and_nocs_consistency():
     np.testing.assert_allclose(arrays.depth[pixels], points[:, 2], atol=1e-9)
     # the background has the table top (y = 0 in world) right under the object
     table = arrays.object_index < 0
-    world = ((np.dstack(np.meshgrid(np.arange(SIZE[0]), np.arange(SIZE[1]))) - K[:2, 2]) / K[0, 0])
+    world = (np.dstack(np.meshgrid(np.arange(SIZE[0]), np.arange(SIZE[1]))) - K[:2, 2]) / K[0, 0]
     rays = np.concatenate([world, np.ones(world.shape[:2] + (1,))], axis=2)
     world_points = (rays * arrays.depth[:, :, None] - camera.translation) @ camera.rotation
-    on_top = table & (np.abs(world_points[:, :, 0]) < 0.7) & (np.abs(world_points[:, :, 2]) < 0.7) & (
-        arrays.depth > 0)
+    on_top = table & (np.abs(world_points[:, :, 0]) < 0.7) & (np.abs(world_points[:, :, 2]) < 0.7) & (arrays.depth > 0)
     assert on_top.sum() > 1000 and np.abs(world_points[on_top, 1]).max() < 1e-6  # float32 background pass
 
 
@@ -107,17 +115,25 @@ def test_room_constants_enclose_table():
     assert (scene_module.ROOM_UPPER[[0, 2]] > 1.0).all()
 
 
-@pytest.mark.parametrize("dataset, split, objects_range",
-                         [("nocs", "real_test", (2, 6)), ("housecat6d", "test", (2, 6)),
-                          ("nocs", "camera_train", (4, 5))])
+@pytest.mark.parametrize(
+    "dataset, split, objects_range",
+    [("nocs", "real_test", (2, 6)), ("housecat6d", "test", (2, 6)), ("nocs", "camera_train", (4, 5))],
+)
 def test_consecutive_scenes_cover_every_category(dataset, split, objects_range):
     library = build_library(dataset, split, 0, 1)
     categories = [instance.category for instance in library]
     low = objects_range[0]
     seen = []
     for scene_index in range(-(-len(categories) // low)):  # ceil(K / min objects) scenes
-        scene = sample_scene(library, np.random.default_rng([7, scene_index]), 1, K, SIZE, objects_range,
-                             category_offset=scene_index * low)
+        scene = sample_scene(
+            library,
+            np.random.default_rng([7, scene_index]),
+            1,
+            K,
+            SIZE,
+            objects_range,
+            category_offset=scene_index * low,
+        )
         names = [placed.instance.category for placed in scene.objects]
         # the first `low` objects are the next categories in library order, the rest are drawn
         assert names[:low] == [categories[(scene_index * low + k) % len(categories)] for k in range(low)]

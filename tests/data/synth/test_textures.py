@@ -15,8 +15,9 @@ def test_sample_bilinear_texel_centres_and_midpoints():
     np.testing.assert_allclose(sample_bilinear(image, centres), expected, atol=1e-12)
     # halfway between the top texels; the centre of all four; repeat wrapping (u + 1, v - 2)
     np.testing.assert_allclose(sample_bilinear(image, np.array([[0.5, 0.75]])), [[100 / 255, 0, 0]], atol=1e-12)
-    np.testing.assert_allclose(sample_bilinear(image, np.array([[0.5, 0.5]])), [[50 / 255, 25 / 255, 12.5 / 255]],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        sample_bilinear(image, np.array([[0.5, 0.5]])), [[50 / 255, 25 / 255, 12.5 / 255]], atol=1e-12
+    )
     np.testing.assert_allclose(sample_bilinear(image, centres + [1.0, -2.0]), expected, atol=1e-12)
     # u = 0 lies halfway between column 1 (wrapped) and column 0
     np.testing.assert_allclose(sample_bilinear(image, np.array([[0.0, 0.75]])), [[100 / 255, 0, 0]], atol=1e-12)
@@ -28,8 +29,7 @@ def test_albedo_interpolates_corner_colours_times_texture():
     uv = np.zeros((2, 3, 2), np.float32)
     colours = SurfaceColours(corners, uv, np.array([-1, 0], np.int32), (image,))
     weights = np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]])
-    np.testing.assert_allclose(colours.albedo(np.array([0, 1]), weights), [[0.2, 0.3, 0.5], [128 / 255] * 3],
-                               atol=1e-7)
+    np.testing.assert_allclose(colours.albedo(np.array([0, 1]), weights), [[0.2, 0.3, 0.5], [128 / 255] * 3], atol=1e-7)
 
 
 def test_barycentric_coordinates_round_trip():

@@ -11,13 +11,17 @@ import trimesh
 import yaml
 
 from cleanpose.data.formats import encoding
-from cleanpose.data.synth import SensorNoise, generate
-from cleanpose.data.synth import writer_nocs
+from cleanpose.data.synth import SensorNoise, generate, writer_nocs
 from cleanpose.data.synth.generate import scene_frames
 from cleanpose.data.synth.mesh_library import load_mesh, scan_models
 from cleanpose.data.synth.scene import NOCS_SYNSETS
-from cleanpose.data.synth.user_library import (MeshSettings, build_mixed_library, chamfer_medoid, mesh_settings,
-                                               split_entries)
+from cleanpose.data.synth.user_library import (
+    MeshSettings,
+    build_mixed_library,
+    chamfer_medoid,
+    mesh_settings,
+    split_entries,
+)
 from cleanpose.errors import ConfigError
 from cleanpose.geometry import backproject
 from tests.data.synth.mesh_builders import write_coloured_box_ply, write_textured_box
@@ -41,9 +45,16 @@ def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_textured_box(root / "files", "camera_box", [0.0, 0.0, 0.0], EXTENTS_CM)
     write_coloured_box_ply(root / "files" / "tin.ply", [0.1, 0.1, 0.1], [0.07, 0.12, 0.07])
-    (root / "models.yaml").write_text(yaml.safe_dump({"models": [
-        {"file": "files/camera_box.obj", "category": "camera", "unit": "cm", "name": "textured"},
-        {"file": "files/tin.ply", "category": "can"}]}))
+    (root / "models.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"file": "files/camera_box.obj", "category": "camera", "unit": "cm", "name": "textured"},
+                    {"file": "files/tin.ply", "category": "can"},
+                ]
+            }
+        )
+    )
     return root
 
 
@@ -97,9 +108,20 @@ def test_chamfer_medoid_brute_force():
 def generated(models_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("synth_models") / "data"
     settings = mesh_settings(models_dir, "nocs", test_fraction=0.0, procedural_fraction=0.5)
-    generate(root, "nocs", scenes=2, frames_per_scene=2, seed=SEED, image_size=SIZE, noise=NOISE_OFF,
-             splits=("camera_train", "real_train"), instances_per_category=1, objects_range=(5, 6), progress=False,
-             meshes=settings)
+    generate(
+        root,
+        "nocs",
+        scenes=2,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        noise=NOISE_OFF,
+        splits=("camera_train", "real_train"),
+        instances_per_category=1,
+        objects_range=(5, 6),
+        progress=False,
+        meshes=settings,
+    )
     return root, settings
 
 
@@ -109,8 +131,9 @@ def test_labels_of_imported_meshes_match_depth_and_nocs(generated, split):
     top = split.split("_")[0]
     checked = 0
     for scene_index in range(2):
-        for scene, intrinsics, frame, arrays in scene_frames("nocs", split, scene_index, 2, SEED, SIZE, NOISE_OFF, 1,
-                                                             (5, 6), settings):
+        for scene, intrinsics, frame, arrays in scene_frames(
+            "nocs", split, scene_index, 2, SEED, SIZE, NOISE_OFF, 1, (5, 6), settings
+        ):
             prefix = root / top / writer_nocs.frame_entry(split, scene_index, frame)
             if not prefix.with_name(prefix.name + "_label.pkl").exists():
                 continue
@@ -124,8 +147,10 @@ def test_labels_of_imported_meshes_match_depth_and_nocs(generated, split):
                     continue
                 valid = (mask == instance_id) & (depth_m > 0)
                 points = backproject(depth_m, intrinsics, valid).astype(np.float64)
-                mapped = (float(label["scales"][i]) * arrays.nocs[valid] @ label["rotations"][i].astype(np.float64).T
-                          + label["translations"][i])
+                mapped = (
+                    float(label["scales"][i]) * arrays.nocs[valid] @ label["rotations"][i].astype(np.float64).T
+                    + label["translations"][i]
+                )
                 assert np.abs(mapped - points).max() < 0.002  # float NOCS, before 8-bit encoding
                 # the NOCS map holds the canonicalised coordinates: points of the canonical mesh's surface
                 canonical = load_mesh(instance.source).shape.mesh
@@ -135,8 +160,7 @@ def test_labels_of_imported_meshes_match_depth_and_nocs(generated, split):
                 assert label["model_list"][i] == instance.name
                 if top == "real":
                     dims = np.loadtxt(root / "obj_models" / "real_train" / f"{instance.name}.txt")
-                    np.testing.assert_allclose(dims, canonical.extents * load_mesh(instance.source).diagonal,
-                                               atol=1e-8)
+                    np.testing.assert_allclose(dims, canonical.extents * load_mesh(instance.source).diagonal, atol=1e-8)
                 checked += 1
     assert checked >= 2, checked
 
@@ -157,8 +181,12 @@ def test_imported_models_written_as_the_format_requires(generated):
     # the camera prior is the point model of one of the training cameras (imported box or procedural)
     priors = np.load(root / writer_nocs.MEAN_SHAPES_FILE)
     assert priors.shape == (6, 1024, 3)
-    cameras = [writer_nocs.model_points(i, SEED) for split in ("camera_train", "real_train")
-               for i in build_mixed_library("nocs", split, SEED, 1, settings) if i.category == "camera"]
+    cameras = [
+        writer_nocs.model_points(i, SEED)
+        for split in ("camera_train", "real_train")
+        for i in build_mixed_library("nocs", split, SEED, 1, settings)
+        if i.category == "camera"
+    ]
     assert len(cameras) == 4 and any(np.array_equal(priors[2], points) for points in cameras)
 
 
@@ -167,11 +195,25 @@ def test_housecat6d_models_are_metric(tmp_path):
     write_coloured_box_ply(tmp_path / "can" / "tin.ply", [0, 0, 0], [0.07, 0.12, 0.07])
     settings = mesh_settings(tmp_path, "housecat6d", test_fraction=0.0)
     root = tmp_path / "hc"
-    generate(root, "housecat6d", scenes=1, frames_per_scene=1, seed=SEED, image_size=(96, 75), noise=NOISE_OFF,
-             splits=("train",), progress=False, meshes=settings)
-    vertices = np.array([[float(v) for v in line.split()[1:4]] for line in
-                         (root / "obj_models_small_size_final" / "can" / "can-tin.obj").read_text().splitlines()
-                         if line.startswith("v ")])
+    generate(
+        root,
+        "housecat6d",
+        scenes=1,
+        frames_per_scene=1,
+        seed=SEED,
+        image_size=(96, 75),
+        noise=NOISE_OFF,
+        splits=("train",),
+        progress=False,
+        meshes=settings,
+    )
+    vertices = np.array(
+        [
+            [float(v) for v in line.split()[1:4]]
+            for line in (root / "obj_models_small_size_final" / "can" / "can-tin.obj").read_text().splitlines()
+            if line.startswith("v ")
+        ]
+    )
     np.testing.assert_allclose(vertices.max(axis=0) - vertices.min(axis=0), [0.07, 0.12, 0.07], atol=2e-6)
     label = encoding.read_pickle(root / "scene01" / "labels" / "000000_label.pkl")
     meta = encoding.read_meta(root / "scene01" / "meta.txt")
@@ -190,11 +232,22 @@ def test_deterministic_across_workers_with_meshes_and_photos(models_dir, tmp_pat
     photo = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "photos" / "p.png"), photo)
     settings = mesh_settings(models_dir, "nocs", test_fraction=0.0, procedural_fraction=0.3)
-    kwargs = dict(format="nocs", scenes=1, frames_per_scene=2, seed=SEED, image_size=SIZE, instances_per_category=1,
-                  splits=("camera_train", "real_test"), progress=False, meshes=settings,
-                  backgrounds=scan_backgrounds(tmp_path / "photos"))
+    kwargs = dict(
+        format="nocs",
+        scenes=1,
+        frames_per_scene=2,
+        seed=SEED,
+        image_size=SIZE,
+        instances_per_category=1,
+        splits=("camera_train", "real_test"),
+        progress=False,
+        meshes=settings,
+        backgrounds=scan_backgrounds(tmp_path / "photos"),
+    )
     generate(tmp_path / "a", workers=1, **kwargs)
     generate(tmp_path / "b", workers=2, **kwargs)
-    files = [{path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-             for root in (tmp_path / "a", tmp_path / "b")]
+    files = [
+        {path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+        for root in (tmp_path / "a", tmp_path / "b")
+    ]
     assert files[0] == files[1] and any(name.name.endswith("_label.pkl") for name in files[0])

@@ -44,8 +44,10 @@ def test_simulated_detections_follow_ground_truth():
         result = writer_nocs.simulate_detections(instance_map, [1, 2], [6, 1], 6, np.random.default_rng(seed))
         masks = result["pred_masks"]
         for j in range(masks.shape[2]):
-            overlap = [(masks[:, :, j] & (instance_map == i)).sum() / (masks[:, :, j] | (instance_map == i)).sum()
-                       for i in (1, 2)]
+            overlap = [
+                (masks[:, :, j] & (instance_map == i)).sum() / (masks[:, :, j] | (instance_map == i)).sum()
+                for i in (1, 2)
+            ]
             if max(overlap) > 0.6:
                 rates["hits"] += 1
                 assert 0.55 <= result["pred_scores"][j] <= 1.0
@@ -65,9 +67,17 @@ def _two_object_frame(width, height, blocks):
     object_index = np.full((height, width), -1, np.int16)
     for k, (rows, columns) in enumerate(blocks):
         object_index[rows, columns] = k
-    arrays = FrameArrays(np.zeros((height, width, 3), np.uint8), np.ones((height, width)), np.ones((height, width)),
-                         object_index, np.zeros((height, width, 3)), np.stack([np.eye(3)] * 2),
-                         np.array([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0]]), np.array([0.2, 0.3]), np.zeros(2, np.int64))
+    arrays = FrameArrays(
+        np.zeros((height, width, 3), np.uint8),
+        np.ones((height, width)),
+        np.ones((height, width)),
+        object_index,
+        np.zeros((height, width, 3)),
+        np.stack([np.eye(3)] * 2),
+        np.array([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0]]),
+        np.array([0.2, 0.3]),
+        np.zeros(2, np.int64),
+    )
     instance_map = np.full((height, width), 255, np.uint8)
     for k in range(2):
         instance_map[object_index == k] = k + 1
@@ -75,8 +85,9 @@ def _two_object_frame(width, height, blocks):
 
 
 def test_frame_label_filters():
-    scene, arrays, instance_map = _two_object_frame(80, 60, [(slice(0, 10), slice(0, 10)),
-                                                             (slice(20, 40), slice(30, 50))])
+    scene, arrays, instance_map = _two_object_frame(
+        80, 60, [(slice(0, 10), slice(0, 10)), (slice(20, 40), slice(30, 50))]
+    )
     depth_mm = np.full((60, 80), 900, np.uint16)
     depth_mm[0:10, 0:4] = 0  # object 1 keeps 60 < 64 valid pixels -> skipped
     label = writer_nocs.frame_label(scene, arrays, [0, 1], instance_map, depth_mm)
@@ -87,16 +98,19 @@ def test_frame_label_filters():
     depth_mm[:] = 0
     assert writer_nocs.frame_label(scene, arrays, [0, 1], instance_map, depth_mm) is None  # nothing survives
     # a box 601 pixels wide discards the whole frame, even though the other instance is fine
-    scene, arrays, instance_map = _two_object_frame(700, 30, [(slice(0, 10), slice(0, 601)),
-                                                              (slice(15, 30), slice(0, 20))])
+    scene, arrays, instance_map = _two_object_frame(
+        700, 30, [(slice(0, 10), slice(0, 601)), (slice(15, 30), slice(0, 20))]
+    )
     assert writer_nocs.frame_label(scene, arrays, [0, 1], instance_map, np.full((30, 700), 900, np.uint16)) is None
-    scene, arrays, instance_map = _two_object_frame(700, 30, [(slice(0, 10), slice(0, 600)),
-                                                              (slice(15, 30), slice(0, 20))])
+    scene, arrays, instance_map = _two_object_frame(
+        700, 30, [(slice(0, 10), slice(0, 600)), (slice(15, 30), slice(0, 20))]
+    )
     kept = writer_nocs.frame_label(scene, arrays, [0, 1], instance_map, np.full((30, 700), 900, np.uint16))
     assert kept["instance_ids"] == [1, 2]
 
 
 def test_frame_label_discards_tall_box():
-    scene, arrays, instance_map = _two_object_frame(30, 450, [(slice(0, 441), slice(0, 10)),
-                                                              (slice(0, 20), slice(15, 30))])
+    scene, arrays, instance_map = _two_object_frame(
+        30, 450, [(slice(0, 441), slice(0, 10)), (slice(0, 20), slice(15, 30))]
+    )
     assert writer_nocs.frame_label(scene, arrays, [0, 1], instance_map, np.full((450, 30), 900, np.uint16)) is None

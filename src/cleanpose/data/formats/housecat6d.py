@@ -150,8 +150,14 @@ def parse_label(data, path="<label>") -> HouseCatLabel:
     count = arrays["instance_ids"].reshape(-1).shape[0]
     if count == 0:
         raise DataFormatError(f"{path}: label has no instances")
-    tails = {"instance_ids": (), "class_ids": (), "bboxes": (4,), "rotations": (3, 3), "translations": (3,),
-             "gt_scales": (3,)}
+    tails = {
+        "instance_ids": (),
+        "class_ids": (),
+        "bboxes": (4,),
+        "rotations": (3, 3),
+        "translations": (3,),
+        "gt_scales": (3,),
+    }
     for key, tail in tails.items():
         array = arrays[key]
         if array.shape != (count, *tail):

@@ -104,9 +104,7 @@ def _field(path, data: dict, key: str, shape_tail: tuple[int, ...], count: int |
     if array.ndim != 1 + len(shape_tail) or array.shape[1:] != shape_tail:
         raise DataFormatError(f"{path}: label key {key!r} has shape {array.shape}; expected (N, {shape_tail})")
     if count is not None and array.shape[0] != count:
-        raise DataFormatError(
-            f"{path}: label key {key!r} has {array.shape[0]} entries but 'instance_ids' has {count}"
-        )
+        raise DataFormatError(f"{path}: label key {key!r} has {array.shape[0]} entries but 'instance_ids' has {count}")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataFormatError(f"{path}: label key {key!r} has dtype {array.dtype}; expected numbers")
     if not np.all(np.isfinite(array)):

@@ -103,8 +103,11 @@ def parse_segmentation_result(data, path) -> SegmentationResult:
     """
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: segmentation pickle holds {type(data).__name__}; expected a dict")
-    missing = [key for key in ("image_path", "pred_class_ids", "pred_bboxes", "pred_scores", "pred_masks", *GT_KEYS)
-               if key not in data]
+    missing = [
+        key
+        for key in ("image_path", "pred_class_ids", "pred_bboxes", "pred_scores", "pred_masks", *GT_KEYS)
+        if key not in data
+    ]
     if missing:
         raise DataFormatError(f"{path}: segmentation result lacks key(s) {missing}")
     class_ids = np.asarray(data["pred_class_ids"]).reshape(-1).astype(np.int64)

@@ -9,5 +9,15 @@ from cleanpose.data.prepare.align import AlignmentError, Similarity, ransac_simi
 from cleanpose.data.prepare.annotate import Annotation, annotate_frame, annotate_test_frame
 from cleanpose.data.prepare.pipeline import PrepareSummary, prepare, stream_seed
 
-__all__ = ["AlignmentError", "Annotation", "PrepareSummary", "Similarity", "annotate_frame", "annotate_test_frame",
-           "prepare", "ransac_similarity", "stream_seed", "umeyama"]
+__all__ = [
+    "AlignmentError",
+    "Annotation",
+    "PrepareSummary",
+    "Similarity",
+    "annotate_frame",
+    "annotate_test_frame",
+    "prepare",
+    "ransac_similarity",
+    "stream_seed",
+    "umeyama",
+]

@@ -146,8 +146,9 @@ def pose_from_pnp(coord: np.ndarray, mask: np.ndarray, diagonal: float, intrinsi
     object_points = np.float32(diagonal) * (np.clip(coord[rows, columns, :], 0, 1) - np.float32(0.5))
     image_points = np.array([columns, rows]).transpose().astype(float)
     try:
-        ok, rotation_vector, translation = cv2.solvePnP(object_points[:, :, None], image_points[:, :, None],
-                                                        intrinsics, np.zeros((4, 1)))
+        ok, rotation_vector, translation = cv2.solvePnP(
+            object_points[:, :, None], image_points[:, :, None], intrinsics, np.zeros((4, 1))
+        )
     except cv2.error as error:
         raise AlignmentError(f"solvePnP failed: {error}") from None
     if not ok:
@@ -209,8 +210,12 @@ def select_instances(prefix: str, source: str, sizes: ModelSizes):
         instance_mask = mask == row.instance_id
         box = _box(instance_mask)
         if box[3] - box[1] > MAX_BOX_WIDTH or box[2] - box[0] > MAX_BOX_HEIGHT:
-            return Annotation(None, f"instance {row.instance_id} box {box[3] - box[1]}x{box[2] - box[0]} px exceeds "
-                                    f"{MAX_BOX_WIDTH}x{MAX_BOX_HEIGHT} (rendering error)", notes)
+            return Annotation(
+                None,
+                f"instance {row.instance_id} box {box[3] - box[1]}x{box[2] - box[0]} px exceeds "
+                f"{MAX_BOX_WIDTH}x{MAX_BOX_HEIGHT} (rendering error)",
+                notes,
+            )
         valid = int(np.logical_and(instance_mask, depth > 0).sum())
         if valid < MIN_VALID_PIXELS:
             notes.append(f"instance {row.instance_id}: {valid} pixels with depth < {MIN_VALID_PIXELS}")
@@ -253,8 +258,9 @@ def annotate_frame(
                 fit = ransac_similarity(nocs, points, generator)
                 scales[i], rotations[i], translations[i] = fit.scale / 1000.0, fit.rotation, fit.translation / 1000.0
             else:
-                rotations[i], translations[i] = pose_from_pnp(coord, instance.mask, sizes.diagonals[instance.key],
-                                                              intrinsics)
+                rotations[i], translations[i] = pose_from_pnp(
+                    coord, instance.mask, sizes.diagonals[instance.key], intrinsics
+                )
                 scales[i] = sizes.diagonals[instance.key]
         except AlignmentError as error:
             return Annotation(None, f"alignment of instance {instance.row.instance_id} failed: {error}", notes)
@@ -275,8 +281,9 @@ GT_MATCH_BOX_TOLERANCE = 5
 """A test instance matches a ground-truth entry of its class whose box differs by at most this (sum of |Δ|, px)."""
 
 
-def annotate_test_frame(prefix: str, source: str, sizes: ModelSizes, ground_truth: dict,
-                        model_extents: dict[str, np.ndarray]) -> Annotation:
+def annotate_test_frame(
+    prefix: str, source: str, sizes: ModelSizes, ground_truth: dict, model_extents: dict[str, np.ndarray]
+) -> Annotation:
     """Label one raw test frame (CAMERA25 / REAL275) from the NOCS ground truth, as DPDN's and SPD's
     ``annotate_test_data`` do (DPDN's variant: mug poses are not re-labelled).
 
@@ -312,8 +319,15 @@ def annotate_test_frame(prefix: str, source: str, sizes: ModelSizes, ground_trut
         raise DataFormatError(f"{prefix}: ground truth has no key {error}") from None
     matches = []
     for instance in kept:
-        match = next((j for j in range(len(gt_classes)) if gt_classes[j] == instance.row.class_id
-                      and np.sum(np.abs(np.asarray(instance.box) - gt_boxes[j])) <= GT_MATCH_BOX_TOLERANCE), -1)
+        match = next(
+            (
+                j
+                for j in range(len(gt_classes))
+                if gt_classes[j] == instance.row.class_id
+                and np.sum(np.abs(np.asarray(instance.box) - gt_boxes[j])) <= GT_MATCH_BOX_TOLERANCE
+            ),
+            -1,
+        )
         if match < 0 or match in matches:
             problem = "no" if match < 0 else "a duplicate"
             return Annotation(None, f"instance {instance.row.instance_id}: {problem} ground-truth match", notes)

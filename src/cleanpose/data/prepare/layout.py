@@ -105,8 +105,10 @@ def list_entries(raw_subset_dir: Path, split: str) -> list[str]:
     source, subset = SPLITS[split]
     folders = [entry.name for entry in os.scandir(raw_subset_dir) if entry.is_dir()]
     if source == "camera":
-        return [f"{subset}/{i // FRAMES_PER_CAMERA_FOLDER:05d}/{i % FRAMES_PER_CAMERA_FOLDER:04d}"
-                for i in range(FRAMES_PER_CAMERA_FOLDER * len(folders))]
+        return [
+            f"{subset}/{i // FRAMES_PER_CAMERA_FOLDER:05d}/{i % FRAMES_PER_CAMERA_FOLDER:04d}"
+            for i in range(FRAMES_PER_CAMERA_FOLDER * len(folders))
+        ]
     entries = []
     for folder in sorted(folders):
         for path in sorted(glob.glob(os.path.join(raw_subset_dir, glob.escape(folder), "*_color.png"))):

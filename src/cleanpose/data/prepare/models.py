@@ -100,8 +100,11 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, generato
     uniforms = generator.random_sample((count, 3))
     picked = triangles[np.searchsorted(cumulative, uniforms[:, 0] * cumulative[-1])]
     root = np.sqrt(uniforms[:, 1])
-    return ((1 - root)[:, None] * picked[:, 0, :] + (root * (1 - uniforms[:, 2]))[:, None] * picked[:, 1, :]
-            + (root * uniforms[:, 2])[:, None] * picked[:, 2, :])
+    return (
+        (1 - root)[:, None] * picked[:, 0, :]
+        + (root * (1 - uniforms[:, 2]))[:, None] * picked[:, 1, :]
+        + (root * uniforms[:, 2])[:, None] * picked[:, 2, :]
+    )
 
 
 def farthest_point_indices(points: np.ndarray, count: int) -> np.ndarray:
@@ -120,8 +123,9 @@ def farthest_point_indices(points: np.ndarray, count: int) -> np.ndarray:
     current = 0
     for step in range(count):
         picks[step] = current
-        np.minimum(distance, np.sqrt((xs - xs[current]) ** 2 + (ys - ys[current]) ** 2 + (zs - zs[current]) ** 2),
-                   out=distance)
+        np.minimum(
+            distance, np.sqrt((xs - xs[current]) ** 2 + (ys - ys[current]) ** 2 + (zs - zs[current]) ** 2), out=distance
+        )
         current = int(np.argmax(distance))
     return picks
 

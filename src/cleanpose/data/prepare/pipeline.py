@@ -131,8 +131,12 @@ class PrepareSummary:
 _STATE: dict = {}  # per-process: sizes, intrinsics, seed (set by _init_worker)
 
 
-def _init_worker(sizes: dict[str, ModelSizes], intrinsics: dict[str, np.ndarray], seed: int,
-                 extents: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+def _init_worker(
+    sizes: dict[str, ModelSizes],
+    intrinsics: dict[str, np.ndarray],
+    seed: int,
+    extents: dict[str, dict[str, np.ndarray]] | None = None,
+) -> None:
     import cv2
 
     cv2.setNumThreads(1)
@@ -153,8 +157,9 @@ def _test_label(task: FrameTask, source: str, notes: list[str]) -> FrameOutcome:
         ground_truth = encoding.read_pickle(task.ground_truth)
         if not isinstance(ground_truth, dict):
             raise DataFormatError(f"{task.ground_truth}: holds {type(ground_truth).__name__}; expected a dict")
-        annotation = annotate_test_frame(task.raw_prefix, source, _STATE["sizes"][task.split], ground_truth,
-                                         _STATE["extents"][task.split])
+        annotation = annotate_test_frame(
+            task.raw_prefix, source, _STATE["sizes"][task.split], ground_truth, _STATE["extents"][task.split]
+        )
     except DataFormatError as error:
         return FrameOutcome(task.split, task.entry, "placed", None, (*notes, f"no test label: {error}"))
     notes.extend(annotation.notes)
@@ -194,8 +199,9 @@ def process_frame(task: FrameTask) -> FrameOutcome:
         return _test_label(task, source, notes)
     generator = np.random.RandomState(stream_seed(_STATE["seed"], f"{source}/{task.entry}"))
     try:
-        annotation = annotate_frame(task.raw_prefix, source, _STATE["sizes"][task.split],
-                                    _STATE["intrinsics"][source], generator)
+        annotation = annotate_frame(
+            task.raw_prefix, source, _STATE["sizes"][task.split], _STATE["intrinsics"][source], generator
+        )
     except DataFormatError as error:
         return FrameOutcome(task.split, task.entry, "skipped", str(error), tuple(notes))
     notes.extend(annotation.notes)
@@ -240,15 +246,19 @@ def _prepare_out(out: Path, raw: Path, seed: int, resume: bool) -> None:
         raise OutputError(f"{out}: exists and is not a folder")
     if resume and out.is_dir() and any(out.iterdir()):
         if not marker.is_file():
-            raise OutputError(f"{out}: --resume needs a folder written by cleanpose data prepare "
-                             f"({MARKER_FILE} missing)")
+            raise OutputError(
+                f"{out}: --resume needs a folder written by cleanpose data prepare ({MARKER_FILE} missing)"
+            )
         previous = json.loads(marker.read_text(encoding="utf-8"))
         if previous.get("raw") != str(raw.resolve()) or previous.get("seed") != seed:
-            raise OutputError(f"{out}: was prepared from {previous.get('raw')} with seed {previous.get('seed')}; "
-                             f"cannot resume with {raw.resolve()} and seed {seed}")
+            raise OutputError(
+                f"{out}: was prepared from {previous.get('raw')} with seed {previous.get('seed')}; "
+                f"cannot resume with {raw.resolve()} and seed {seed}"
+            )
     elif out.is_dir() and any(out.iterdir()):
-        raise OutputError(f"{out}: folder is not empty; pass --resume to continue an interrupted prepare, or choose "
-                         "an empty folder")
+        raise OutputError(
+            f"{out}: folder is not empty; pass --resume to continue an interrupted prepare, or choose an empty folder"
+        )
     ensure_writable_folder(out)
 
 
@@ -272,9 +282,11 @@ def _ground_truth_file(layout: RawLayout, split: str, entry: str) -> str | None:
     set_name, alias = RESULTS_SETS[split]
     _, folder, frame = entry.split("/")
     result_name = f"results_{'val' if split == 'camera_val' else 'test'}_{folder}_{frame}.pkl"
-    candidates = (layout.root / "results" / "nocs_results" / set_name / result_name,
-                  layout.root / "segmentation_results" / alias / result_name,
-                  (layout.gts or layout.root / "gts") / set_name / f"results_{set_name}_{folder}_{frame}.pkl")
+    candidates = (
+        layout.root / "results" / "nocs_results" / set_name / result_name,
+        layout.root / "segmentation_results" / alias / result_name,
+        (layout.gts or layout.root / "gts") / set_name / f"results_{set_name}_{folder}_{frame}.pkl",
+    )
     return next((str(path) for path in candidates if path.is_file()), None)
 
 
@@ -284,8 +296,10 @@ def _frame_tasks(layout: RawLayout, out: Path, split: str, resume: bool) -> tupl
     composed = None
     if source == "camera":
         if layout.composed is None or not (layout.composed / subset).is_dir():
-            raise DataFormatError(f"split {split}: composed depth folder missing; expected {layout.root}/camera_full_depths/"
-                             f"{subset} (the NOCS camera_composed_depth download)")
+            raise DataFormatError(
+                f"split {split}: composed depth folder missing; expected {layout.root}/camera_full_depths/"
+                f"{subset} (the NOCS camera_composed_depth download)"
+            )
         composed = layout.composed / subset
     entries = list_entries(raw_subset, split)
     tasks = []
@@ -295,8 +309,18 @@ def _frame_tasks(layout: RawLayout, out: Path, split: str, resume: bool) -> tupl
         if composed is not None:
             raw_composed = f"{composed}/{relative}_composed.png"
             out_composed = f"{out}/camera_full_depths/{entry}_composed.png"
-        tasks.append(FrameTask(split, entry, f"{raw_subset}/{relative}", f"{out}/{source}/{entry}", raw_composed,
-                               out_composed, resume, _ground_truth_file(layout, split, entry)))
+        tasks.append(
+            FrameTask(
+                split,
+                entry,
+                f"{raw_subset}/{relative}",
+                f"{out}/{source}/{entry}",
+                raw_composed,
+                out_composed,
+                resume,
+                _ground_truth_file(layout, split, entry),
+            )
+        )
     return entries, tasks
 
 
@@ -311,8 +335,9 @@ def _run(function, tasks, workers, initargs, description, progress):
             return
         context = multiprocessing.get_context("spawn")
         chunk = max(1, min(32, len(tasks) // (8 * workers)))
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                                    initargs=initargs) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=initargs
+        ) as pool:
             for result in pool.map(function, tasks, chunksize=chunk):
                 yield result
                 bar.update()
@@ -334,8 +359,9 @@ def _write_models(layout: RawLayout, out: Path, splits, seed, workers, resume, p
         place_tree(models_dir / folder, out_models / folder)
         if resume and (out_models / f"{split}.pkl").exists():
             continue
-        paths = (spd_models.camera_model_paths if source == "camera" else spd_models.real_model_paths)(models_dir,
-                                                                                                        subset)
+        paths = (spd_models.camera_model_paths if source == "camera" else spd_models.real_model_paths)(
+            models_dir, subset
+        )
         tasks.extend(_ModelTask(split, name, str(path), seed) for name, path in paths.items())
     per_split: dict[str, dict] = {split: {} for split in {task.split for task in tasks}}
     for task, points, mug, error in _run(_build_model, tasks, workers, ({}, {}, seed), "models", progress):
@@ -363,8 +389,10 @@ def _place_test_pickles(layout: RawLayout, out: Path, splits) -> dict[str, int]:
         if layout.gts is not None and (layout.gts / set_name).is_dir():
             placed[f"gts/{set_name}"] = place_tree(layout.gts / set_name, out / "gts" / set_name)
         results = out / "results" / "nocs_results" / set_name
-        for candidate in (layout.root / "results" / "nocs_results" / set_name,
-                          layout.root / "segmentation_results" / alias):
+        for candidate in (
+            layout.root / "results" / "nocs_results" / set_name,
+            layout.root / "segmentation_results" / alias,
+        ):
             if candidate.is_dir():
                 placed[f"results/nocs_results/{set_name}"] = place_tree(candidate, results)
                 break
@@ -423,12 +451,16 @@ def prepare(
         (out / source).mkdir(parents=True, exist_ok=True)
         encoding.write_text_atomic(out / source / f"{subset}_list_all.txt", "".join(f"{e}\n" for e in entries[split]))
         tasks.extend(split_tasks)
-    extents = {split: {name: 2 * np.amax(np.abs(points), axis=0) for name, points in
-                       encoding.read_pickle(out / "obj_models" / f"{split}.pkl").items()}
-               for split in splits if split in RESULTS_SETS}
+    extents = {
+        split: {
+            name: 2 * np.amax(np.abs(points), axis=0)
+            for name, points in encoding.read_pickle(out / "obj_models" / f"{split}.pkl").items()
+        }
+        for split in splits
+        if split in RESULTS_SETS
+    }
     start = time.perf_counter()
-    outcomes = list(_run(process_frame, tasks, workers, (sizes, intrinsics, int(seed), extents), "prepare",
-                         progress))
+    outcomes = list(_run(process_frame, tasks, workers, (sizes, intrinsics, int(seed), extents), "prepare", progress))
     seconds = time.perf_counter() - start
     for split in splits:
         source, subset = SPLITS[split]
@@ -464,10 +496,20 @@ def _write_report(out, splits, entries, outcomes, models, seconds, report) -> Pr
     labelled = {split: sum(_has_label(out, o) for o in outcomes if o.split == split) for split in splits}
     skipped = {split: sum(o.status == "skipped" for o in outcomes if o.split == split) for split in splits}
     for split in splits:
-        logger.info("%s: %d frames listed, %d usable, %d skipped", split, len(entries[split]), usable[split],
-                    skipped[split])
-    return PrepareSummary(str(out), tuple(splits), {s: len(entries[s]) for s in splits}, usable, labelled, skipped,
-                          models, seconds, str(path))
+        logger.info(
+            "%s: %d frames listed, %d usable, %d skipped", split, len(entries[split]), usable[split], skipped[split]
+        )
+    return PrepareSummary(
+        str(out),
+        tuple(splits),
+        {s: len(entries[s]) for s in splits},
+        usable,
+        labelled,
+        skipped,
+        models,
+        seconds,
+        str(path),
+    )
 
 
 def _has_label(out: Path, outcome: FrameOutcome) -> bool:

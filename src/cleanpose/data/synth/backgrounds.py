@@ -95,12 +95,14 @@ def draw_backdrop(backgrounds: BackgroundSet, image_size: tuple[int, int], gener
     width, height = image_size
     photo = read_photo(backgrounds.paths[int(generator.integers(len(backgrounds.paths)))])
     factor = max(width / photo.shape[1], height / photo.shape[0])
-    scaled_size = (max(width, int(np.ceil(photo.shape[1] * factor))),
-                   max(height, int(np.ceil(photo.shape[0] * factor))))
+    scaled_size = (
+        max(width, int(np.ceil(photo.shape[1] * factor))),
+        max(height, int(np.ceil(photo.shape[0] * factor))),
+    )
     scaled = cv2.resize(photo, scaled_size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
     left = int(generator.integers(scaled.shape[1] - width + 1))
     top = int(generator.integers(scaled.shape[0] - height + 1))
-    image = scaled[top:top + height, left:left + width]
+    image = scaled[top : top + height, left : left + width]
     if generator.random() < 0.5:
         image = image[:, ::-1]
     return Backdrop(np.ascontiguousarray(image), float(generator.uniform(*MARGIN_RANGE)))

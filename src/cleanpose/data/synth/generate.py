@@ -125,9 +125,19 @@ def _library(format: str, split: str, seed: int, per_category: int, meshes: Mesh
     return build_library(format, split, seed, per_category)
 
 
-def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: int, image_size: tuple[int, int],
-                 noise: SensorNoise, instances_per_category: int, objects_range: tuple[int, int] = (2, 6),
-                 meshes: MeshSettings | None = None, backgrounds: BackgroundSet | None = None):
+def scene_frames(
+    format: str,
+    split: str,
+    scene_index: int,
+    frames: int,
+    seed: int,
+    image_size: tuple[int, int],
+    noise: SensorNoise,
+    instances_per_category: int,
+    objects_range: tuple[int, int] = (2, 6),
+    meshes: MeshSettings | None = None,
+    backgrounds: BackgroundSet | None = None,
+):
     """Sample one scene and yield its rendered frames (what `generate` writes for that scene).
 
     Args:
@@ -150,15 +160,31 @@ def scene_frames(format: str, split: str, scene_index: int, frames: int, seed: i
     intrinsics = split_intrinsics(format, split, image_size, seed, scene_index)
     code = SPLIT_CODES[split]
     distractors = build_distractors(split, seed) if format == "nocs" else ()
-    scene = sample_scene(library, np.random.default_rng([seed, code, scene_index, 0]), frames, intrinsics, image_size,
-                         objects_range, distractors, category_offset=scene_index * objects_range[0])
+    scene = sample_scene(
+        library,
+        np.random.default_rng([seed, code, scene_index, 0]),
+        frames,
+        intrinsics,
+        image_size,
+        objects_range,
+        distractors,
+        category_offset=scene_index * objects_range[0],
+    )
     for frame in range(frames):
         backdrop = None
         if backgrounds is not None:
-            backdrop = draw_backdrop(backgrounds, image_size,
-                                     np.random.default_rng([seed, code, scene_index, 4, frame]))
-        arrays = render_frame(scene, frame, intrinsics, image_size, noise,
-                              np.random.default_rng([seed, code, scene_index, 1, frame]), backdrop=backdrop)
+            backdrop = draw_backdrop(
+                backgrounds, image_size, np.random.default_rng([seed, code, scene_index, 4, frame])
+            )
+        arrays = render_frame(
+            scene,
+            frame,
+            intrinsics,
+            image_size,
+            noise,
+            np.random.default_rng([seed, code, scene_index, 1, frame]),
+            backdrop=backdrop,
+        )
         yield scene, intrinsics, frame, arrays
 
 
@@ -166,10 +192,19 @@ def _run_task(task: _Task) -> list:
     root = Path(task.root)
     records = []
     code = SPLIT_CODES[task.split]
-    for scene, intrinsics, frame, arrays in scene_frames(task.format, task.split, task.scene_index, task.frames,
-                                                        task.seed, task.image_size, task.noise,
-                                                        task.instances_per_category, task.objects_range,
-                                                        task.meshes, task.backgrounds):
+    for scene, intrinsics, frame, arrays in scene_frames(
+        task.format,
+        task.split,
+        task.scene_index,
+        task.frames,
+        task.seed,
+        task.image_size,
+        task.noise,
+        task.instances_per_category,
+        task.objects_range,
+        task.meshes,
+        task.backgrounds,
+    ):
         if task.raw:
             records.append(writer_raw.write_frame(root, task.split, task.scene_index, frame, scene, arrays))
         elif task.format == "nocs":
@@ -188,8 +223,9 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-def _check_arguments(format, scenes, frames_per_scene, seed, workers, splits, image_size,
-                     objects_range) -> tuple[str, ...]:
+def _check_arguments(
+    format, scenes, frames_per_scene, seed, workers, splits, image_size, objects_range
+) -> tuple[str, ...]:
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
     for name, value in (("scenes", scenes), ("frames_per_scene", frames_per_scene), ("workers", workers)):
@@ -216,11 +252,15 @@ def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise OutputError(f"{out_dir}: folder is not empty; pass --overwrite (overwrite=True) to replace a "
-                             "previous synthetic dataset, or choose another folder")
+            raise OutputError(
+                f"{out_dir}: folder is not empty; pass --overwrite (overwrite=True) to replace a "
+                "previous synthetic dataset, or choose another folder"
+            )
         if not (out_dir / MARKER_FILE).is_file():
-            raise OutputError(f"{out_dir}: folder is not empty and holds no {MARKER_FILE}; refusing to delete "
-                             "something cleanpose synth did not write")
+            raise OutputError(
+                f"{out_dir}: folder is not empty and holds no {MARKER_FILE}; refusing to delete "
+                "something cleanpose synth did not write"
+            )
         for child in out_dir.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
@@ -293,14 +333,26 @@ def generate(
     noise = SensorNoise() if noise is None else noise
     root = Path(out_dir)
     _prepare_folder(root, overwrite)
-    settings = {"format": format, "scenes": int(scenes), "frames_per_scene": int(frames_per_scene), "seed": int(seed),
-                "image_size": list(image_size), "splits": list(splits), "noise": dataclasses.asdict(noise),
-                "instances_per_category": instances_per_category, "objects_range": list(objects_range), "raw": raw}
+    settings = {
+        "format": format,
+        "scenes": int(scenes),
+        "frames_per_scene": int(frames_per_scene),
+        "seed": int(seed),
+        "image_size": list(image_size),
+        "splits": list(splits),
+        "noise": dataclasses.asdict(noise),
+        "instances_per_category": instances_per_category,
+        "objects_range": list(objects_range),
+        "raw": raw,
+    }
     if meshes is not None:
         settings["imported_meshes"] = {
-            "folder": meshes.catalog.root, "meshes": len(meshes.catalog.entries),
-            "skipped": list(meshes.catalog.skipped), "test_fraction": meshes.test_fraction,
-            "procedural_fraction": meshes.procedural_fraction}
+            "folder": meshes.catalog.root,
+            "meshes": len(meshes.catalog.entries),
+            "skipped": list(meshes.catalog.skipped),
+            "test_fraction": meshes.test_fraction,
+            "procedural_fraction": meshes.procedural_fraction,
+        }
     if backgrounds is not None:
         settings["backgrounds"] = {"photos": len(backgrounds.paths), "skipped": list(backgrounds.skipped)}
     encoding.write_text_atomic(root / MARKER_FILE, json.dumps({"complete": False, **settings}, indent=1) + "\n")
@@ -318,15 +370,31 @@ def generate(
             models += writer_housecat6d.write_models(root, library)
     if format == "nocs" and not raw:
         encoding.write_pickle_atomic(root / "obj_models" / "mug_meta.pkl", mug_meta)
-        training = [_library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split], meshes)
-                    for split in ("camera_train", "real_train")]
+        training = [
+            _library(format, split, seed, instances_per_category or DEFAULT_INSTANCES[split], meshes)
+            for split in ("camera_train", "real_train")
+        ]
         priors = None if meshes is None else mixed_mean_shapes(training, seed)
         writer_nocs.write_mean_shapes(root, training, seed, priors)
 
     tasks = [
-        _Task(str(root), format, split, scene, int(frames_per_scene), int(seed), image_size, noise,
-              instances_per_category or DEFAULT_INSTANCES[split], objects_range, meshes, backgrounds, raw)
-        for split in splits for scene in range(scenes)
+        _Task(
+            str(root),
+            format,
+            split,
+            scene,
+            int(frames_per_scene),
+            int(seed),
+            image_size,
+            noise,
+            instances_per_category or DEFAULT_INSTANCES[split],
+            objects_range,
+            meshes,
+            backgrounds,
+            raw,
+        )
+        for split in splits
+        for scene in range(scenes)
     ]
     records = []
     with tqdm(total=len(tasks) * frames_per_scene, desc=f"synth {format}", unit="frame", disable=not progress) as bar:
@@ -344,11 +412,40 @@ def generate(
         writer_nocs.write_lists(root, records, splits)
         writer_nocs.link_results_folders(root, splits)
     labelled = sum(getattr(record, "labelled", True) for record in records)
-    summary = SynthSummary(str(root), format, splits, int(seed), image_size, len(tasks), len(records), labelled,
-                           sum(record.instances for record in records), models, time.perf_counter() - start)
-    encoding.write_text_atomic(root / MARKER_FILE, json.dumps(
-        {"complete": True, **settings, "frames": summary.frames, "labelled_frames": labelled,
-         "instances": summary.instances, "models": models}, indent=1) + "\n")
-    logger.info("wrote %d frames (%d labelled) of %d scenes to %s in %.1f s", summary.frames, labelled,
-                summary.scenes, root, summary.seconds)
+    summary = SynthSummary(
+        str(root),
+        format,
+        splits,
+        int(seed),
+        image_size,
+        len(tasks),
+        len(records),
+        labelled,
+        sum(record.instances for record in records),
+        models,
+        time.perf_counter() - start,
+    )
+    encoding.write_text_atomic(
+        root / MARKER_FILE,
+        json.dumps(
+            {
+                "complete": True,
+                **settings,
+                "frames": summary.frames,
+                "labelled_frames": labelled,
+                "instances": summary.instances,
+                "models": models,
+            },
+            indent=1,
+        )
+        + "\n",
+    )
+    logger.info(
+        "wrote %d frames (%d labelled) of %d scenes to %s in %.1f s",
+        summary.frames,
+        labelled,
+        summary.scenes,
+        root,
+        summary.seconds,
+    )
     return summary

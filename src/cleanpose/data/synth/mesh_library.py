@@ -83,8 +83,14 @@ DEFAULT_KEYS = ("unit", "up", "front", "symmetric")
 HANDLE_MARGIN = 1.05
 """A mug face is handle when its centre is farther than this × the body radius from the body axis."""
 
-_SYNSET_CATEGORIES = {"02876657": "bottle", "02880940": "bowl", "02942699": "camera", "02946921": "can",
-                      "03642806": "laptop", "03797390": "mug"}
+_SYNSET_CATEGORIES = {
+    "02876657": "bottle",
+    "02880940": "bowl",
+    "02942699": "camera",
+    "02946921": "can",
+    "03642806": "laptop",
+    "03797390": "mug",
+}
 _AXES = {"+x": (1, 0, 0), "-x": (-1, 0, 0), "+y": (0, 1, 0), "-y": (0, -1, 0), "+z": (0, 0, 1), "-z": (0, 0, -1)}
 
 
@@ -278,8 +284,9 @@ def _entry_rotation(settings: dict, where: str) -> tuple[float, ...]:
     up = _axis(settings.get("up", "+y"), where)
     front = _axis(settings.get("front", "+z"), where)
     if abs(up @ front) > 0:
-        raise DataFormatError(f"{where}: 'up' {settings.get('up', '+y')} and 'front' {settings.get('front', '+z')} "
-                              "must be different axes")
+        raise DataFormatError(
+            f"{where}: 'up' {settings.get('up', '+y')} and 'front' {settings.get('front', '+z')} must be different axes"
+        )
     # rows: the file axes that become canonical x (= y × z), y (up) and z (front)
     return tuple(float(value) for value in np.stack([np.cross(up, front), up, front]).ravel())
 
@@ -287,8 +294,7 @@ def _entry_rotation(settings: dict, where: str) -> tuple[float, ...]:
 def _check_category(category, format: str, where: str) -> None:
     valid = format_categories(format)
     if category not in valid:
-        raise DataFormatError(f"{where}: unknown {format} category {category!r}; valid categories: "
-                              f"{', '.join(valid)}")
+        raise DataFormatError(f"{where}: unknown {format} category {category!r}; valid categories: {', '.join(valid)}")
 
 
 def _check_symmetric(symmetric, category: str, format: str, where: str) -> bool:
@@ -302,7 +308,8 @@ def _check_symmetric(symmetric, category: str, format: str, where: str) -> bool:
     raise DataFormatError(
         f"{where}: symmetric: {str(symmetric).lower()} cannot be labelled for a {format} {category}: the format treats "
         f"{', '.join(sorted(symmetric_set))} as symmetric and everything else as not"
-        + (" (a NOCS mug may be flagged symmetric: its handle is then never visible)" if format == "nocs" else ""))
+        + (" (a NOCS mug may be flagged symmetric: its handle is then never visible)" if format == "nocs" else "")
+    )
 
 
 def _make_entry(path: Path, settings: dict, format: str, where: str) -> MeshEntry:
@@ -329,8 +336,10 @@ def _mapping_entries(root: Path, data: dict, format: str) -> list[tuple[Path, di
     where = root / MAPPING_FILE
     defaults = _check_keys(data.get("defaults") or {}, DEFAULT_KEYS, f"{where}: defaults")
     if "models" not in data:
-        return [(path, settings if settings is None else {**defaults, **settings}, source)
-                for path, settings, source in _folder_entries(root, format)]
+        return [
+            (path, settings if settings is None else {**defaults, **settings}, source)
+            for path, settings, source in _folder_entries(root, format)
+        ]
     if not isinstance(data["models"], list):
         raise DataFormatError(f"{where}: 'models' must be a list of entries")
     found = []
@@ -365,9 +374,16 @@ def _nocs_layout_entries(root: Path, format: str) -> list[MeshEntry]:
                 continue
             category = _SYNSET_CATEGORIES[synset]
             _check_category(category, format, str(model))
-            entries.append(MeshEntry(str(model), category, _safe_name(model.parent.name),
-                                     rotation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0), metric=False,
-                                     synset=synset))
+            entries.append(
+                MeshEntry(
+                    str(model),
+                    category,
+                    _safe_name(model.parent.name),
+                    rotation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+                    metric=False,
+                    synset=synset,
+                )
+            )
     for split in ("real_train", "real_test"):
         for model in sorted((root / split).glob("*.obj")):
             category = model.stem.split("_")[0]
@@ -383,8 +399,10 @@ def _unique_names(entries: list[MeshEntry]) -> None:
     for entry in entries:
         key = (entry.category, entry.name)
         if key in seen:
-            raise DataFormatError(f"{entry.path}: instance name {entry.name!r} of category {entry.category} is also "
-                                  f"used by {seen[key]}; rename one file (or set 'name' in {MAPPING_FILE})")
+            raise DataFormatError(
+                f"{entry.path}: instance name {entry.name!r} of category {entry.category} is also "
+                f"used by {seen[key]}; rename one file (or set 'name' in {MAPPING_FILE})"
+            )
         seen[key] = entry.path
 
 
@@ -414,12 +432,15 @@ def scan_models(models_dir, format: str, skip_bad: bool = False) -> MeshCatalog:
                 data = yaml.safe_load((root / MAPPING_FILE).read_text()) or {}
             except yaml.YAMLError as error:
                 raise DataFormatError(f"{root / MAPPING_FILE}: not valid YAML ({error})") from None
-            candidates = _mapping_entries(root, _check_keys(data, ("defaults", "models"), str(root / MAPPING_FILE)),
-                                          format)
+            candidates = _mapping_entries(
+                root, _check_keys(data, ("defaults", "models"), str(root / MAPPING_FILE)), format
+            )
         else:
             candidates = _folder_entries(root, format)
-        entries = [None if settings is None else _make_entry(path, settings, format, where)
-                   for path, settings, where in candidates]
+        entries = [
+            None if settings is None else _make_entry(path, settings, format, where)
+            for path, settings, where in candidates
+        ]
         problems = [where if settings is None else None for _, settings, where in candidates]
     else:
         entries = _nocs_layout_entries(root, format)
@@ -441,6 +462,8 @@ def scan_models(models_dir, format: str, skip_bad: bool = False) -> MeshCatalog:
     if skipped:
         logger.warning("%s: skipped %d bad mesh file(s) or folder(s)", root, len(skipped))
     if not usable:
-        raise ConfigError(f"{root}: no usable mesh found (expected {MAPPING_FILE}, <category>/<instance>"
-                         f"{{{','.join(MESH_EXTENSIONS)}}} or a NOCS obj_models folder)")
+        raise ConfigError(
+            f"{root}: no usable mesh found (expected {MAPPING_FILE}, <category>/<instance>"
+            f"{{{','.join(MESH_EXTENSIONS)}}} or a NOCS obj_models folder)"
+        )
     return MeshCatalog(str(root), format, tuple(usable), tuple(skipped))

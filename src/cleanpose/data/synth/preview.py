@@ -34,8 +34,21 @@ def preview_row(arrays: FrameArrays) -> np.ndarray:
     depth_image = cv2.applyColorMap(depth_code, cv2.COLORMAP_TURBO)[:, :, ::-1].copy()
     depth_image[depth <= 0] = 0
     objects = arrays.object_index.astype(np.int32)
-    palette = (np.array([[0.12, 0.47, 0.71], [1.0, 0.5, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16],
-                         [0.58, 0.4, 0.74], [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.5, 0.5, 0.5]]) * 255)
+    palette = (
+        np.array(
+            [
+                [0.12, 0.47, 0.71],
+                [1.0, 0.5, 0.05],
+                [0.17, 0.63, 0.17],
+                [0.84, 0.15, 0.16],
+                [0.58, 0.4, 0.74],
+                [0.55, 0.34, 0.29],
+                [0.89, 0.47, 0.76],
+                [0.5, 0.5, 0.5],
+            ]
+        )
+        * 255
+    )
     mask_image = np.zeros(objects.shape + (3,), np.uint8)
     seen = objects >= 0
     mask_image[seen] = palette[objects[seen] % len(palette)].astype(np.uint8)
@@ -44,9 +57,16 @@ def preview_row(arrays: FrameArrays) -> np.ndarray:
     return np.concatenate([arrays.color, depth_image, mask_image, nocs_image], axis=1)
 
 
-def write_preview(path, format: str = "nocs", frames: int = 4, seed: int = 0,
-                  image_size: tuple[int, int] | None = None, noise: SensorNoise | None = None,
-                  meshes: MeshSettings | None = None, backgrounds: BackgroundSet | None = None) -> Path:
+def write_preview(
+    path,
+    format: str = "nocs",
+    frames: int = 4,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+    noise: SensorNoise | None = None,
+    meshes: MeshSettings | None = None,
+    backgrounds: BackgroundSet | None = None,
+) -> Path:
     """Render `frames` frames (scene i, first view, of the first split) and save the grid as a PNG.
 
     Args:
@@ -72,8 +92,18 @@ def write_preview(path, format: str = "nocs", frames: int = 4, seed: int = 0,
     noise = SensorNoise() if noise is None else noise
     rows = []
     for scene_index in range(frames):
-        for _, _, _, arrays in scene_frames(format, split, scene_index, 1, seed, tuple(image_size), noise,
-                                            DEFAULT_INSTANCES[split], meshes=meshes, backgrounds=backgrounds):
+        for _, _, _, arrays in scene_frames(
+            format,
+            split,
+            scene_index,
+            1,
+            seed,
+            tuple(image_size),
+            noise,
+            DEFAULT_INSTANCES[split],
+            meshes=meshes,
+            backgrounds=backgrounds,
+        ):
             rows.append(preview_row(arrays))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -121,8 +121,9 @@ class MeshCaster:
             vertices: (V, 3) float, camera frame, metres.
             faces: (F, 3) int, vertex indices.
         """
-        self.mesh = trimesh.Trimesh(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64),
-                                    process=False)
+        self.mesh = trimesh.Trimesh(
+            np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), process=False
+        )
         self._intersector = _intersector(self.mesh) if len(self.mesh.faces) else None
 
     def first_hits(self, intrinsics: np.ndarray, width: int, height: int, region: np.ndarray | None = None) -> RayHits:

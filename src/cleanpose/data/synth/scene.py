@@ -29,17 +29,31 @@ from cleanpose.data.synth.sensor import SensorNoise, apply_sensor_noise
 logger = logging.getLogger(__name__)
 
 NOCS_SYNSETS = {
-    "bottle": "02876657", "bowl": "02880940", "camera": "02942699",
-    "can": "02946921", "laptop": "03642806", "mug": "03797390",
+    "bottle": "02876657",
+    "bowl": "02880940",
+    "camera": "02942699",
+    "can": "02946921",
+    "laptop": "03642806",
+    "mug": "03797390",
 }
 """ShapeNet synset of each NOCS category (docs/data_formats.md §1.7)."""
 
 # Metric size (tight-box diagonal, metres) range per category.
 DIAGONAL_RANGES = {
-    "bottle": (0.18, 0.32), "bowl": (0.13, 0.24), "camera": (0.12, 0.22), "can": (0.10, 0.20),
-    "laptop": (0.36, 0.50), "mug": (0.11, 0.17), "box": (0.10, 0.30), "cup": (0.09, 0.15),
-    "remote": (0.14, 0.24), "teapot": (0.18, 0.30), "cutlery": (0.15, 0.23), "glass": (0.10, 0.22),
-    "shoe": (0.24, 0.32), "tube": (0.12, 0.22),
+    "bottle": (0.18, 0.32),
+    "bowl": (0.13, 0.24),
+    "camera": (0.12, 0.22),
+    "can": (0.10, 0.20),
+    "laptop": (0.36, 0.50),
+    "mug": (0.11, 0.17),
+    "box": (0.10, 0.30),
+    "cup": (0.09, 0.15),
+    "remote": (0.14, 0.24),
+    "teapot": (0.18, 0.30),
+    "cutlery": (0.15, 0.23),
+    "glass": (0.10, 0.22),
+    "shoe": (0.24, 0.32),
+    "tube": (0.12, 0.22),
 }
 
 # Categories that may be laid on their side (a stable pose for a cylinder).
@@ -209,8 +223,12 @@ def _random_colour(generator: np.random.Generator, saturation=(0.2, 0.95), value
 
 
 def _random_appearance(generator: np.random.Generator, patterns=(0, 1, 2, 3), frequency=(2.0, 8.0)) -> Appearance:
-    return Appearance(_random_colour(generator), _random_colour(generator), int(generator.choice(patterns)),
-                      float(generator.uniform(*frequency)))
+    return Appearance(
+        _random_colour(generator),
+        _random_colour(generator),
+        int(generator.choice(patterns)),
+        float(generator.uniform(*frequency)),
+    )
 
 
 def _rotation_y(angle: float) -> np.ndarray:
@@ -301,8 +319,9 @@ def sample_scene(
             return False
         translation = centre - np.array([0.0, vertices[:, 1].min(), 0.0])
         pattern_choices = (0, 1, 2, 3) if category in ("bottle", "can", "mug", "cup", "glass") else (0, 1, 2)
-        placed.append(PlacedObject(instance, scale, rotation, translation,
-                                   _random_appearance(generator, pattern_choices)))
+        placed.append(
+            PlacedObject(instance, scale, rotation, translation, _random_appearance(generator, pattern_choices))
+        )
         footprints.append((centre, radius))
         return True
 
@@ -346,8 +365,13 @@ def sample_scene(
         cameras.append(look_at(eye, target, roll=np.deg2rad(generator.normal(0.0, 4.0))))
 
     light_elevation, light_azimuth = np.deg2rad(generator.uniform(35.0, 85.0)), generator.uniform(0, 2 * np.pi)
-    light = np.array([np.cos(light_elevation) * np.sin(light_azimuth), np.sin(light_elevation),
-                      np.cos(light_elevation) * np.cos(light_azimuth)])
+    light = np.array(
+        [
+            np.cos(light_elevation) * np.sin(light_azimuth),
+            np.sin(light_elevation),
+            np.cos(light_elevation) * np.cos(light_azimuth),
+        ]
+    )
     return SceneSpec(
         objects=tuple(placed),
         cameras=tuple(cameras),
@@ -411,8 +435,18 @@ def _pattern(appearance: Appearance, first: np.ndarray, second: np.ndarray, thir
     return appearance.base[None] * (1 - weight[:, None]) + appearance.second[None] * weight[:, None]
 
 
-def _shadowed(caster: MeshCaster, points: np.ndarray, normals: np.ndarray, diffuse: np.ndarray, owner: np.ndarray,
-              light: np.ndarray, camera: Camera, intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
+def _shadowed(
+    caster: MeshCaster,
+    points: np.ndarray,
+    normals: np.ndarray,
+    diffuse: np.ndarray,
+    owner: np.ndarray,
+    light: np.ndarray,
+    camera: Camera,
+    intrinsics: np.ndarray,
+    width: int,
+    height: int,
+) -> np.ndarray:
     """(H, W) bool: lit pixels whose ray towards the (directional) light hits an object.
 
     Shadow rays are cast only where a shadow can fall: inside the image boxes of the objects and of
@@ -430,8 +464,14 @@ def _shadowed(caster: MeshCaster, points: np.ndarray, normals: np.ndarray, diffu
     return shadowed
 
 
-def _place_photo_plane(plane_depth: float, rays: np.ndarray, owner: np.ndarray, points: np.ndarray,
-                       normals: np.ndarray, cos_incidence: np.ndarray) -> np.ndarray:
+def _place_photo_plane(
+    plane_depth: float,
+    rays: np.ndarray,
+    owner: np.ndarray,
+    points: np.ndarray,
+    normals: np.ndarray,
+    cos_incidence: np.ndarray,
+) -> np.ndarray:
     """Put the camera-facing photo plane ``z = plane_depth`` in front of every non-object hit beyond it.
 
     Updates the per-pixel arrays of `render_frame` in place (owner −4 marks the plane) and returns the
@@ -487,8 +527,9 @@ def render_frame(
     rays_world = (rays @ camera.rotation).astype(np.float32)
     origin_world = -camera.rotation.T @ camera.translation
     half = scene.table_half_size
-    table = cast_box(rays_world, origin_world, np.array([-half, -TABLE_THICKNESS, -half]), np.array([half, 0.0, half]),
-                     inside=False)
+    table = cast_box(
+        rays_world, origin_world, np.array([-half, -TABLE_THICKNESS, -half]), np.array([half, 0.0, half]), inside=False
+    )
     room = cast_box(rays_world, origin_world, ROOM_LOWER, ROOM_UPPER, inside=True)
     on_table = table.distance < room.distance
     background = np.where(on_table, table.distance, room.distance)
@@ -556,8 +597,9 @@ def render_frame(
             handle_pixels[k] = int(shape.handle_faces[local_face].sum())
     world = origin_world.astype(np.float32) + rays_world * depth.astype(np.float32)[:, :, None]  # world frame
     table_pixels = owner == -1
-    albedo[table_pixels] = _pattern(scene.table, world[table_pixels, 0], world[table_pixels, 2] * 0.15,
-                                    world[table_pixels, 2])
+    albedo[table_pixels] = _pattern(
+        scene.table, world[table_pixels, 0], world[table_pixels, 2] * 0.15, world[table_pixels, 2]
+    )
     room_pixels = owner == -2
     floor = room_pixels & (world[:, :, 1] < -0.7)
     albedo[floor] = _pattern(scene.floor, world[floor, 0], world[floor, 2], np.zeros(floor.sum()))
@@ -575,11 +617,18 @@ def render_frame(
         color[photo] = backdrop.image[photo]
     # sensor colour noise: triangular with standard deviation 2 levels (two uniform draws, cheaper than normal)
     color += (generator.random(color.shape, dtype=np.float32) - generator.random(color.shape, dtype=np.float32)) * (
-        2.0 * np.sqrt(6.0))
+        2.0 * np.sqrt(6.0)
+    )
     color = np.clip(np.rint(color), 0, 255).astype(np.uint8)
     sensor_depth = apply_sensor_noise(depth, cos_incidence, generator, noise)
     return FrameArrays(
-        color=color, depth=depth, sensor_depth=sensor_depth, object_index=object_index, nocs=nocs,
-        rotations=np.array(rotations).reshape(-1, 3, 3), translations=np.array(translations).reshape(-1, 3),
-        scales=np.array(scales, dtype=np.float64), handle_pixels=handle_pixels,
+        color=color,
+        depth=depth,
+        sensor_depth=sensor_depth,
+        object_index=object_index,
+        nocs=nocs,
+        rotations=np.array(rotations).reshape(-1, 3, 3),
+        translations=np.array(translations).reshape(-1, 3),
+        scales=np.array(scales, dtype=np.float64),
+        handle_pixels=handle_pixels,
     )

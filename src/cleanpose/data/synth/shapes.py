@@ -55,30 +55,89 @@ _SECTIONS = 32  # angular resolution of revolved and swept parts
 # Parameter names and (low, high) ranges per category; values are in arbitrary pre-normalization
 # units (roughly centimetres) except angles (degrees) and ratios.
 PARAMETER_RANGES: dict[str, tuple[tuple[str, float, float], ...]] = {
-    "bottle": (("body_height", 10.0, 24.0), ("body_radius", 2.5, 5.0), ("shoulder", 0.1, 0.35),
-               ("neck_radius", 0.25, 0.45), ("neck_height", 1.5, 6.0), ("waist", 0.0, 0.15)),
-    "bowl": (("height_ratio", 0.28, 0.62), ("radius", 6.0, 12.0), ("foot_ratio", 0.3, 0.6),
-             ("wall", 0.3, 0.8), ("flare", 0.0, 1.0)),
-    "camera": (("height_ratio", 0.5, 0.8), ("width", 9.0, 15.0), ("depth_ratio", 0.3, 0.6),
-               ("lens_radius_ratio", 0.22, 0.38), ("lens_length_ratio", 0.15, 0.9), ("hump", 0.0, 1.0)),
+    "bottle": (
+        ("body_height", 10.0, 24.0),
+        ("body_radius", 2.5, 5.0),
+        ("shoulder", 0.1, 0.35),
+        ("neck_radius", 0.25, 0.45),
+        ("neck_height", 1.5, 6.0),
+        ("waist", 0.0, 0.15),
+    ),
+    "bowl": (
+        ("height_ratio", 0.28, 0.62),
+        ("radius", 6.0, 12.0),
+        ("foot_ratio", 0.3, 0.6),
+        ("wall", 0.3, 0.8),
+        ("flare", 0.0, 1.0),
+    ),
+    "camera": (
+        ("height_ratio", 0.5, 0.8),
+        ("width", 9.0, 15.0),
+        ("depth_ratio", 0.3, 0.6),
+        ("lens_radius_ratio", 0.22, 0.38),
+        ("lens_length_ratio", 0.15, 0.9),
+        ("hump", 0.0, 1.0),
+    ),
     "can": (("height_ratio", 0.9, 2.4), ("radius", 3.0, 5.5), ("rim", 0.02, 0.08), ("taper", 0.0, 0.12)),
-    "laptop": (("depth_ratio", 0.62, 0.78), ("width", 28.0, 40.0), ("hinge_angle_deg", 70.0, 145.0),
-               ("base_thickness", 0.8, 2.2), ("screen_thickness", 0.4, 1.0)),
-    "mug": (("height_ratio", 0.7, 1.5), ("radius", 3.5, 5.0), ("wall", 0.25, 0.5),
-            ("handle_size", 0.55, 0.9), ("handle_thickness", 0.35, 0.7), ("taper", -0.12, 0.15)),
+    "laptop": (
+        ("depth_ratio", 0.62, 0.78),
+        ("width", 28.0, 40.0),
+        ("hinge_angle_deg", 70.0, 145.0),
+        ("base_thickness", 0.8, 2.2),
+        ("screen_thickness", 0.4, 1.0),
+    ),
+    "mug": (
+        ("height_ratio", 0.7, 1.5),
+        ("radius", 3.5, 5.0),
+        ("wall", 0.25, 0.5),
+        ("handle_size", 0.55, 0.9),
+        ("handle_thickness", 0.35, 0.7),
+        ("taper", -0.12, 0.15),
+    ),
     "box": (("width_ratio", 0.3, 0.9), ("length", 8.0, 30.0), ("height_ratio", 0.15, 0.9)),
-    "cup": (("height_ratio", 0.8, 1.6), ("radius", 3.0, 4.5), ("wall", 0.2, 0.4),
-            ("handle_size", 0.5, 0.8), ("handle_thickness", 0.3, 0.6), ("taper", 0.0, 0.25)),
-    "remote": (("width_ratio", 0.2, 0.35), ("length", 12.0, 22.0), ("thickness_ratio", 0.08, 0.16),
-               ("buttons", 2.0, 6.0), ("rounding", 0.2, 0.9)),
-    "teapot": (("height_ratio", 0.6, 1.1), ("body_radius", 6.0, 10.0), ("spout_length", 0.4, 0.8),
-               ("handle_size", 0.5, 0.8), ("lid_ratio", 0.3, 0.55)),
-    "cutlery": (("width", 1.0, 2.0), ("length", 15.0, 22.0), ("kind", 0.0, 2.999),
-                ("head_ratio", 0.25, 0.4), ("thickness", 0.15, 0.3)),
-    "glass": (("height_ratio", 1.2, 2.6), ("radius", 3.0, 4.5), ("wall", 0.12, 0.25),
-              ("stem", 0.0, 1.0), ("taper", -0.1, 0.3)),
-    "shoe": (("width_ratio", 0.32, 0.42), ("length", 24.0, 30.0), ("height_ratio", 0.3, 0.5),
-             ("toe_lift", 0.0, 0.15), ("heel", 0.0, 0.3)),
+    "cup": (
+        ("height_ratio", 0.8, 1.6),
+        ("radius", 3.0, 4.5),
+        ("wall", 0.2, 0.4),
+        ("handle_size", 0.5, 0.8),
+        ("handle_thickness", 0.3, 0.6),
+        ("taper", 0.0, 0.25),
+    ),
+    "remote": (
+        ("width_ratio", 0.2, 0.35),
+        ("length", 12.0, 22.0),
+        ("thickness_ratio", 0.08, 0.16),
+        ("buttons", 2.0, 6.0),
+        ("rounding", 0.2, 0.9),
+    ),
+    "teapot": (
+        ("height_ratio", 0.6, 1.1),
+        ("body_radius", 6.0, 10.0),
+        ("spout_length", 0.4, 0.8),
+        ("handle_size", 0.5, 0.8),
+        ("lid_ratio", 0.3, 0.55),
+    ),
+    "cutlery": (
+        ("width", 1.0, 2.0),
+        ("length", 15.0, 22.0),
+        ("kind", 0.0, 2.999),
+        ("head_ratio", 0.25, 0.4),
+        ("thickness", 0.15, 0.3),
+    ),
+    "glass": (
+        ("height_ratio", 1.2, 2.6),
+        ("radius", 3.0, 4.5),
+        ("wall", 0.12, 0.25),
+        ("stem", 0.0, 1.0),
+        ("taper", -0.1, 0.3),
+    ),
+    "shoe": (
+        ("width_ratio", 0.32, 0.42),
+        ("length", 24.0, 30.0),
+        ("height_ratio", 0.3, 0.5),
+        ("toe_lift", 0.0, 0.15),
+        ("heel", 0.0, 0.3),
+    ),
     "tube": (("length", 12.0, 20.0), ("radius", 1.3, 2.2), ("cap_ratio", 0.6, 0.9), ("flatness", 0.08, 0.2)),
 }
 
@@ -133,8 +192,14 @@ def _loft(rings: list[np.ndarray]) -> trimesh.Trimesh:
     return _oriented(mesh)
 
 
-def _circle(center: np.ndarray, normal: np.ndarray, radius_u: float, radius_v: float | None = None,
-            count: int = 16, reference: np.ndarray | None = None) -> np.ndarray:
+def _circle(
+    center: np.ndarray,
+    normal: np.ndarray,
+    radius_u: float,
+    radius_v: float | None = None,
+    count: int = 16,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
     """(count, 3) points of an ellipse around `center` in the plane orthogonal to `normal`."""
     normal = np.asarray(normal, dtype=np.float64)
     normal = normal / np.linalg.norm(normal)
@@ -153,8 +218,10 @@ def _sweep_tube(path: np.ndarray, radius: float, count: int = 12) -> trimesh.Tri
     """A closed tube of circular section swept along a (P, 3) polyline."""
     path = np.asarray(path, dtype=np.float64)
     tangents = np.gradient(path, axis=0)
-    rings = [_circle(point, tangent, radius, count=count, reference=np.array([0.0, 0.0, 1.0]))
-             for point, tangent in zip(path, tangents)]
+    rings = [
+        _circle(point, tangent, radius, count=count, reference=np.array([0.0, 0.0, 1.0]))
+        for point, tangent in zip(path, tangents)
+    ]
     return _loft(rings)
 
 
@@ -192,10 +259,16 @@ def _cup_profile(radius: float, height: float, wall: float, taper: float, foot: 
     bottom = radius * (1.0 - taper) * foot
     floor = max(wall, 0.06 * height)
     inner_top, inner_bottom = top - wall, max(bottom - wall, 0.2 * bottom)
-    return np.array([
-        [0.0, 0.0], [bottom, 0.0], [top, height], [inner_top, height],
-        [inner_bottom, floor], [0.0, floor],
-    ])
+    return np.array(
+        [
+            [0.0, 0.0],
+            [bottom, 0.0],
+            [top, height],
+            [inner_top, height],
+            [inner_bottom, floor],
+            [0.0, floor],
+        ]
+    )
 
 
 def _handle_path(x_wall: float, y_low: float, y_high: float, reach: float, count: int = 14) -> np.ndarray:
@@ -215,8 +288,14 @@ def _bottle(p) -> ShapeMesh:
     neck = radius * p["neck_radius"]
     waist = radius * (1.0 - p["waist"])
     top = height + p["neck_height"]
-    profile = [[0.0, 0.0], [radius * 0.92, 0.0], [radius, 0.04 * height], [waist, 0.45 * height],
-               [radius, 0.75 * shoulder_start], [radius, shoulder_start]]
+    profile = [
+        [0.0, 0.0],
+        [radius * 0.92, 0.0],
+        [radius, 0.04 * height],
+        [waist, 0.45 * height],
+        [radius, 0.75 * shoulder_start],
+        [radius, shoulder_start],
+    ]
     for fraction in np.linspace(0.2, 1.0, 5):
         blend = 0.5 - 0.5 * np.cos(np.pi * fraction)
         profile.append([radius + (neck - radius) * blend, shoulder_start + (height - shoulder_start) * fraction])
@@ -244,9 +323,19 @@ def _can(p) -> ShapeMesh:
     height = radius * p["height_ratio"]
     rim = height * p["rim"]
     narrow = radius * (1.0 - p["taper"])
-    profile = np.array([[0.0, 0.0], [narrow * 0.95, 0.0], [narrow, rim], [radius, rim * 2.0],
-                        [radius, height - rim * 2.0], [narrow, height - rim], [narrow * 0.97, height],
-                        [narrow * 0.85, height - rim * 0.5], [0.0, height - rim * 0.5]])
+    profile = np.array(
+        [
+            [0.0, 0.0],
+            [narrow * 0.95, 0.0],
+            [narrow, rim],
+            [radius, rim * 2.0],
+            [radius, height - rim * 2.0],
+            [narrow, height - rim],
+            [narrow * 0.97, height],
+            [narrow * 0.85, height - rim * 0.5],
+            [0.0, height - rim * 0.5],
+        ]
+    )
     return _join([_revolve(profile)])
 
 
@@ -258,9 +347,14 @@ def _camera(p) -> ShapeMesh:
     parts = [_box([width, height, depth], [0.0, height / 2, 0.0])]
     lens_center_z = depth / 2 + lens_length / 2 - 0.05
     parts.append(_cylinder(lens_radius, lens_length, [0.0, height * 0.5, lens_center_z], axis=(0.0, 0.0, 1.0)))
-    parts.append(_cylinder(lens_radius * 1.08, lens_length * 0.25,
-                           [0.0, height * 0.5, depth / 2 + lens_length - lens_length * 0.125 - 0.05],
-                           axis=(0.0, 0.0, 1.0)))
+    parts.append(
+        _cylinder(
+            lens_radius * 1.08,
+            lens_length * 0.25,
+            [0.0, height * 0.5, depth / 2 + lens_length - lens_length * 0.125 - 0.05],
+            axis=(0.0, 0.0, 1.0),
+        )
+    )
     if p["hump"] > 0.35:  # a DSLR-like viewfinder hump on top
         hump = height * 0.25 * p["hump"]
         parts.append(_box([width * 0.3, hump + 0.1, depth * 0.7], [0.0, height + hump / 2 - 0.05, 0.0]))
@@ -325,8 +419,16 @@ def _rounded_rect_ring(half_x: float, half_y: float, rounding: float, z: float, 
 def _remote(p) -> ShapeMesh:
     length = p["length"]
     width, thickness = length * p["width_ratio"], length * p["thickness_ratio"]
-    rings = [_rounded_rect_ring(width / 2 * (0.9 + 0.1 * np.sin(np.pi * t)), thickness / 2, p["rounding"],
-                                -length / 2 + length * t, thickness / 2) for t in np.linspace(0.0, 1.0, 6)]
+    rings = [
+        _rounded_rect_ring(
+            width / 2 * (0.9 + 0.1 * np.sin(np.pi * t)),
+            thickness / 2,
+            p["rounding"],
+            -length / 2 + length * t,
+            thickness / 2,
+        )
+        for t in np.linspace(0.0, 1.0, 6)
+    ]
     parts = [_loft(rings)]
     buttons = int(p["buttons"])
     for index in range(buttons):
@@ -342,16 +444,31 @@ def _teapot(p) -> ShapeMesh:
     heights = np.linspace(0.0, 1.0, 9)
     radii = radius * (0.65 + 0.35 * np.sin(np.pi * (0.15 + 0.75 * heights)))
     lid = radius * p["lid_ratio"]
-    profile = np.concatenate([[[0.0, 0.0]], np.stack([radii, height * heights], axis=1),
-                              [[lid, height], [lid * 0.9, height * 1.08], [lid * 0.25, height * 1.1],
-                               [lid * 0.3, height * 1.18], [0.0, height * 1.2]]])
+    profile = np.concatenate(
+        [
+            [[0.0, 0.0]],
+            np.stack([radii, height * heights], axis=1),
+            [
+                [lid, height],
+                [lid * 0.9, height * 1.08],
+                [lid * 0.25, height * 1.1],
+                [lid * 0.3, height * 1.18],
+                [0.0, height * 1.2],
+            ],
+        ]
+    )
     body = _revolve(profile)
     spout_length = radius * p["spout_length"] * 1.8
-    spout_path = np.array([[radius * 0.7 + spout_length * t, height * (0.3 + 0.55 * t ** 1.5), 0.0]
-                           for t in np.linspace(0.0, 1.0, 10)])
+    spout_path = np.array(
+        [[radius * 0.7 + spout_length * t, height * (0.3 + 0.55 * t**1.5), 0.0] for t in np.linspace(0.0, 1.0, 10)]
+    )
     spout = _sweep_tube(spout_path, radius * 0.12)
-    handle_path = _handle_path(0.0, height * (0.5 - 0.3 * p["handle_size"]), height * (0.5 + 0.3 * p["handle_size"]),
-                               radius * 0.5 * p["handle_size"] + radius * 0.2)
+    handle_path = _handle_path(
+        0.0,
+        height * (0.5 - 0.3 * p["handle_size"]),
+        height * (0.5 + 0.3 * p["handle_size"]),
+        radius * 0.5 * p["handle_size"] + radius * 0.2,
+    )
     handle_path[:, 0] = -(handle_path[:, 0] + radius * 0.75)
     handle = _sweep_tube(handle_path, radius * 0.08)
     return _join([body, spout, handle])
@@ -369,7 +486,9 @@ def _cutlery(p) -> ShapeMesh:
     elif kind == 1:
         parts.append(_box([width * 1.6, thickness, head * 0.35], [0.0, thickness / 2, head_center - head * 0.3]))
         for offset in np.linspace(-0.6, 0.6, 4) * width:
-            parts.append(_box([width * 0.22, thickness, head * 0.7], [offset, thickness / 2, head_center + head * 0.15]))
+            parts.append(
+                _box([width * 0.22, thickness, head * 0.7], [offset, thickness / 2, head_center + head * 0.15])
+            )
     else:
         blade = np.array([[-width * 0.6, 0.0], [width * 0.7, 0.0], [width * 0.5, head], [-width * 0.6, head * 0.8]])
         rings = []
@@ -385,11 +504,22 @@ def _glass(p) -> ShapeMesh:
     wall = p["wall"]
     if p["stem"] > 0.5:  # wine glass: foot, stem, bowl
         bowl_bottom = height * 0.45
-        profile = np.array([[0.0, 0.0], [radius * 0.8, 0.0], [radius * 0.8, 0.25], [radius * 0.12, 0.4],
-                            [radius * 0.12, bowl_bottom], [radius * 0.7, bowl_bottom + 0.15 * height],
-                            [radius, height * 0.85], [radius * (1.0 - p["taper"] * 0.5), height],
-                            [radius * (1.0 - p["taper"] * 0.5) - wall, height], [radius - wall, height * 0.85],
-                            [radius * 0.7 - wall, bowl_bottom + 0.15 * height], [0.0, bowl_bottom + wall * 2]])
+        profile = np.array(
+            [
+                [0.0, 0.0],
+                [radius * 0.8, 0.0],
+                [radius * 0.8, 0.25],
+                [radius * 0.12, 0.4],
+                [radius * 0.12, bowl_bottom],
+                [radius * 0.7, bowl_bottom + 0.15 * height],
+                [radius, height * 0.85],
+                [radius * (1.0 - p["taper"] * 0.5), height],
+                [radius * (1.0 - p["taper"] * 0.5) - wall, height],
+                [radius - wall, height * 0.85],
+                [radius * 0.7 - wall, bowl_bottom + 0.15 * height],
+                [0.0, bowl_bottom + wall * 2],
+            ]
+        )
     else:
         profile = _cup_profile(radius, height, wall, p["taper"])
     return _join([_revolve(profile)])
@@ -401,11 +531,19 @@ def _shoe(p) -> ShapeMesh:
     rings = []
     for t in np.linspace(0.0, 1.0, 12):  # t = 0 heel, 1 toe
         half_width = width / 2 * (0.7 + 0.3 * np.sin(np.pi * min(1.0, 0.2 + 0.9 * t)))
-        top = height * (1.0 - 0.6 * t ** 1.5) if t < 0.95 else height * 0.3
+        top = height * (1.0 - 0.6 * t**1.5) if t < 0.95 else height * 0.3
         bottom = p["toe_lift"] * height * max(0.0, t - 0.8) * 5.0 + p["heel"] * height * 0.3 * max(0.0, 0.25 - t) * 4
         half_height = max((top - bottom) / 2, 0.5)
-        rings.append(_circle(np.array([0.0, bottom + half_height, -length / 2 + length * t]), [0.0, 0.0, 1.0],
-                             half_width, half_height, count=20, reference=np.array([0.0, 1.0, 0.0])))
+        rings.append(
+            _circle(
+                np.array([0.0, bottom + half_height, -length / 2 + length * t]),
+                [0.0, 0.0, 1.0],
+                half_width,
+                half_height,
+                count=20,
+                reference=np.array([0.0, 1.0, 0.0]),
+            )
+        )
     sole = _box([width * 0.9, 0.6, length * 0.96], [0.0, 0.3, 0.0])
     return _join([_loft(rings), sole])
 
@@ -414,20 +552,40 @@ def _tube(p) -> ShapeMesh:
     length, radius = p["length"], p["radius"]
     rings = []
     for t in np.linspace(0.0, 1.0, 10):  # t = 0 crimped end (−z), 1 shoulder (+z)
-        flat = p["flatness"] + (1.0 - p["flatness"]) * t ** 0.7
+        flat = p["flatness"] + (1.0 - p["flatness"]) * t**0.7
         spread = 1.0 + 0.4 * (1.0 - t)
-        rings.append(_circle(np.array([0.0, radius, -length / 2 + length * 0.9 * t]), [0.0, 0.0, 1.0],
-                             radius * spread, radius * flat, count=16, reference=np.array([0.0, 1.0, 0.0])))
+        rings.append(
+            _circle(
+                np.array([0.0, radius, -length / 2 + length * 0.9 * t]),
+                [0.0, 0.0, 1.0],
+                radius * spread,
+                radius * flat,
+                count=16,
+                reference=np.array([0.0, 1.0, 0.0]),
+            )
+        )
     cap_radius = radius * p["cap_ratio"]
-    cap = _cylinder(cap_radius, length * 0.12, [0.0, radius, length / 2 - length * 0.06], axis=(0.0, 0.0, 1.0),
-                    sections=16)
+    cap = _cylinder(
+        cap_radius, length * 0.12, [0.0, radius, length / 2 - length * 0.06], axis=(0.0, 0.0, 1.0), sections=16
+    )
     return _join([_loft(rings), cap])
 
 
 _BUILDERS = {
-    "bottle": _bottle, "bowl": _bowl, "camera": _camera, "can": _can, "laptop": _laptop, "mug": _mug,
-    "box": _box_shape, "cup": _cup, "remote": _remote, "teapot": _teapot, "cutlery": _cutlery,
-    "glass": _glass, "shoe": _shoe, "tube": _tube,
+    "bottle": _bottle,
+    "bowl": _bowl,
+    "camera": _camera,
+    "can": _can,
+    "laptop": _laptop,
+    "mug": _mug,
+    "box": _box_shape,
+    "cup": _cup,
+    "remote": _remote,
+    "teapot": _teapot,
+    "cutlery": _cutlery,
+    "glass": _glass,
+    "shoe": _shoe,
+    "tube": _tube,
 }
 
 

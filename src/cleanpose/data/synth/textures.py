@@ -78,6 +78,7 @@ def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     left, top = left.astype(np.int64), top.astype(np.int64)
     right, bottom = np.mod(left + 1, width), np.mod(top + 1, height)
     left, top = np.mod(left, width), np.mod(top, height)
+
     def texels(rows, columns):  # gather first: converting the whole image per call would dominate
         return image[rows, columns].astype(np.float64) / 255.0
 
@@ -153,8 +154,12 @@ def concatenate_colours(parts: list[SurfaceColours | None], face_counts: list[in
     corners, uvs, indices, images = [], [], [], []
     for part, count in zip(parts, face_counts):
         if part is None:
-            part = SurfaceColours(np.full((count, 3, 3), UNCOLOURED_GREY, np.float32), np.zeros((count, 3, 2),
-                                  np.float32), np.full(count, -1, np.int32), ())
+            part = SurfaceColours(
+                np.full((count, 3, 3), UNCOLOURED_GREY, np.float32),
+                np.zeros((count, 3, 2), np.float32),
+                np.full(count, -1, np.int32),
+                (),
+            )
         corners.append(part.corner_colours)
         uvs.append(part.corner_uv)
         indices.append(np.where(part.face_image >= 0, part.face_image + len(images), -1).astype(np.int32))

@@ -43,8 +43,9 @@ class MeshSettings:
     """Share of procedural instances per category, in [0, 1)."""
 
 
-def mesh_settings(models_dir, format: str, test_fraction: float = 0.25, procedural_fraction: float = 0.0,
-                  skip_bad: bool = False) -> MeshSettings:
+def mesh_settings(
+    models_dir, format: str, test_fraction: float = 0.25, procedural_fraction: float = 0.0, skip_bad: bool = False
+) -> MeshSettings:
     """Scan a ``--models`` folder (`mesh_library.scan_models`) and check the split/mix fractions.
 
     Raises:
@@ -58,8 +59,9 @@ def mesh_settings(models_dir, format: str, test_fraction: float = 0.25, procedur
     return MeshSettings(catalog, float(test_fraction), float(procedural_fraction))
 
 
-def split_entries(entries: tuple[MeshEntry, ...], category_index: int, seed: int, test_fraction: float,
-                  test: bool) -> tuple[MeshEntry, ...]:
+def split_entries(
+    entries: tuple[MeshEntry, ...], category_index: int, seed: int, test_fraction: float, test: bool
+) -> tuple[MeshEntry, ...]:
     """The meshes of one category that a training (``test=False``) or test split uses.
 
     Raises:
@@ -68,8 +70,10 @@ def split_entries(entries: tuple[MeshEntry, ...], category_index: int, seed: int
     if test_fraction == 0.0 or not entries:
         return entries
     if len(entries) < 2:
-        raise ConfigError(f"category {entries[0].category} has a single mesh ({entries[0].path}); it cannot be held "
-                         "out for test and used for training: add meshes or pass --test-fraction 0")
+        raise ConfigError(
+            f"category {entries[0].category} has a single mesh ({entries[0].path}); it cannot be held "
+            "out for test and used for training: add meshes or pass --test-fraction 0"
+        )
     held = min(max(round(test_fraction * len(entries)), 1), len(entries) - 1)
     order = np.random.default_rng([seed, 11, category_index]).permutation(len(entries))
     chosen = sorted(order[:held]) if test else sorted(order[held:])
@@ -94,12 +98,21 @@ def _user_instance(entry: MeshEntry, format: str, split: str, seed: int, class_i
         generator = np.random.default_rng([seed, SPLIT_CODES[split], 12, class_index, index])
         diagonal = float(generator.uniform(*DIAGONAL_RANGES[entry.category]))
     synset = (entry.synset or NOCS_SYNSETS[entry.category]) if camera else None
-    return Instance(instance_name(entry, format, split), entry.category, class_index + 1, (), split in TEST_SPLITS,
-                    synset, diagonal, entry)
+    return Instance(
+        instance_name(entry, format, split),
+        entry.category,
+        class_index + 1,
+        (),
+        split in TEST_SPLITS,
+        synset,
+        diagonal,
+        entry,
+    )
 
 
-def build_mixed_library(format: str, split: str, seed: int, per_category: int,
-                        settings: MeshSettings) -> list[Instance]:
+def build_mixed_library(
+    format: str, split: str, seed: int, per_category: int, settings: MeshSettings
+) -> list[Instance]:
     """The object models of one split: the split's share of the user's meshes plus procedural instances.
 
     Args:
@@ -127,10 +140,12 @@ def build_mixed_library(format: str, split: str, seed: int, per_category: int,
     procedural = build_library(format, split, seed, max(procedural_counts)) if max(procedural_counts) else []
     library = []
     for class_index, category in enumerate(categories):
-        library += [_user_instance(entry, format, split, seed, class_index, index)
-                    for index, entry in enumerate(chosen[class_index])]
+        library += [
+            _user_instance(entry, format, split, seed, class_index, index)
+            for index, entry in enumerate(chosen[class_index])
+        ]
         of_category = [instance for instance in procedural if instance.category == category]
-        library += of_category[:procedural_counts[class_index]]
+        library += of_category[: procedural_counts[class_index]]
     names = [instance.name for instance in library]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:

@@ -58,11 +58,13 @@ def scene_intrinsics(generator: np.random.Generator, image_size: tuple[int, int]
     width, height = image_size
     ratio = width / HOUSECAT6D_IMAGE_SIZE[0]
     focal = 910.0 * ratio * (1.0 + generator.normal(0.0, 0.01))
-    return np.array([
-        [focal, 0.0, (width - 1) / 2 + generator.normal(0.0, 2.0) * ratio],
-        [0.0, focal * (1.0 + generator.normal(0.0, 0.002)), (height - 1) / 2 + generator.normal(0.0, 2.0) * ratio],
-        [0.0, 0.0, 1.0],
-    ])
+    return np.array(
+        [
+            [focal, 0.0, (width - 1) / 2 + generator.normal(0.0, 2.0) * ratio],
+            [0.0, focal * (1.0 + generator.normal(0.0, 0.002)), (height - 1) / 2 + generator.normal(0.0, 2.0) * ratio],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
 def write_scene_files(root: Path, split: str, scene_index: int, scene: SceneSpec, intrinsics: np.ndarray) -> Path:
@@ -70,15 +72,22 @@ def write_scene_files(root: Path, split: str, scene_index: int, scene: SceneSpec
     folder = root / scene_folder(split, scene_index)
     for sub in ("rgb", "depth", "instance", "labels"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    encoding.write_text_atomic(folder / "intrinsics.txt",
-                               "".join(" ".join(f"{value:.6f}" for value in row) + "\n" for row in intrinsics))
-    encoding.write_meta(folder / "meta.txt", [encoding.MetaRow(k + 1, placed.instance.class_id, placed.instance.name)
-                                             for k, placed in enumerate(scene.objects)])
+    encoding.write_text_atomic(
+        folder / "intrinsics.txt", "".join(" ".join(f"{value:.6f}" for value in row) + "\n" for row in intrinsics)
+    )
+    encoding.write_meta(
+        folder / "meta.txt",
+        [
+            encoding.MetaRow(k + 1, placed.instance.class_id, placed.instance.name)
+            for k, placed in enumerate(scene.objects)
+        ],
+    )
     return folder
 
 
-def write_frame(root: Path, split: str, scene_index: int, frame_index: int, scene: SceneSpec,
-                arrays: FrameArrays) -> HouseCatFrameRecord:
+def write_frame(
+    root: Path, split: str, scene_index: int, frame_index: int, scene: SceneSpec, arrays: FrameArrays
+) -> HouseCatFrameRecord:
     """Write depth, instance map, label and (last) colour of one frame.
 
     Args:
@@ -106,8 +115,10 @@ def write_frame(root: Path, split: str, scene_index: int, frame_index: int, scen
         "bboxes": np.array(boxes, dtype=np.int32).reshape(-1, 4),
         "rotations": arrays.rotations.astype(np.float32),
         "translations": arrays.translations.astype(np.float32),
-        "gt_scales": np.array([arrays.scales[k] * normalized_extents(placed.instance)
-                               for k, placed in enumerate(scene.objects)], dtype=np.float32).reshape(-1, 3),
+        "gt_scales": np.array(
+            [arrays.scales[k] * normalized_extents(placed.instance) for k, placed in enumerate(scene.objects)],
+            dtype=np.float32,
+        ).reshape(-1, 3),
     }
     encoding.write_pickle_atomic(folder / "labels" / f"{name}_label.pkl", label)
     encoding.write_color(folder / "rgb" / f"{name}.png", arrays.color)

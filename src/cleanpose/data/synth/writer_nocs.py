@@ -125,8 +125,15 @@ def visible_objects(arrays: FrameArrays) -> list[int]:
 
 def handle_visibility(scene: SceneSpec, arrays: FrameArrays, objects: list[int]) -> np.ndarray:
     """(N,) int64: 0 for a mug/cup whose handle is not seen, else 1."""
-    return np.array([0 if scene.objects[k].instance.category in ("mug", "cup")
-                     and arrays.handle_pixels[k] < HANDLE_VISIBLE_PIXELS else 1 for k in objects], dtype=np.int64)
+    return np.array(
+        [
+            0
+            if scene.objects[k].instance.category in ("mug", "cup") and arrays.handle_pixels[k] < HANDLE_VISIBLE_PIXELS
+            else 1
+            for k in objects
+        ],
+        dtype=np.int64,
+    )
 
 
 def simulate_detections(
@@ -274,13 +281,16 @@ def frame_label(
 ) -> dict | None:
     """The ``_label.pkl`` content of a training frame, or None when DPDN would discard the frame.
 
-    Applies §2.3: instances in meta order, class-0 distractors skipped; box from the full mask; a box wider than 600 or taller than
-    440 pixels discards the frame; fewer than 64 mask pixels with depth > 0 (of the depth the
-    preprocessing reads) skips the instance; no surviving instance discards the frame. Poses are the
-    exact rendering poses (the reference estimates them from the NOCS map by RANSAC-Umeyama/PnP).
+    Applies §2.3: instances in meta order, class-0 distractors skipped; box from the full mask;
+    a box wider than 600 or taller than 440 pixels discards the frame; fewer than 64 mask pixels with
+    depth > 0 (of the depth the preprocessing reads) skips the instance; no surviving instance discards
+    the frame. Poses are the exact rendering poses (the reference estimates them from the NOCS map by
+    RANSAC-Umeyama/PnP).
     """
-    kept: dict[str, list] = {key: [] for key in ("class_ids", "instance_ids", "model_list", "bboxes", "scales",
-                                                 "sizes", "rotations", "translations")}
+    kept: dict[str, list] = {
+        key: []
+        for key in ("class_ids", "instance_ids", "model_list", "bboxes", "scales", "sizes", "rotations", "translations")
+    }
     for instance_id, k in enumerate(objects, start=1):
         instance = scene.objects[k].instance
         if instance.class_id == 0:  # distractor
@@ -313,8 +323,9 @@ def frame_label(
     }
 
 
-def ground_truth(scene: SceneSpec, arrays: FrameArrays, objects: list[int], instance_ids: list[int],
-                 instance_map: np.ndarray) -> dict:
+def ground_truth(
+    scene: SceneSpec, arrays: FrameArrays, objects: list[int], instance_ids: list[int], instance_map: np.ndarray
+) -> dict:
     """The ``gt_*`` keys of a test frame.
 
     Args:
@@ -331,11 +342,11 @@ def ground_truth(scene: SceneSpec, arrays: FrameArrays, objects: list[int], inst
         gt_rts[row, 3, 3] = 1.0
     return {
         "gt_class_ids": np.array([scene.objects[k].instance.class_id for k in objects], dtype=np.int32),
-        "gt_bboxes": np.array([mask_bbox(instance_map == i) for i in instance_ids],
-                              dtype=np.int32).reshape(-1, 4),
+        "gt_bboxes": np.array([mask_bbox(instance_map == i) for i in instance_ids], dtype=np.int32).reshape(-1, 4),
         "gt_RTs": gt_rts,
-        "gt_scales": np.array([normalized_extents(scene.objects[k].instance) for k in objects],
-                              dtype=np.float32).reshape(-1, 3),
+        "gt_scales": np.array(
+            [normalized_extents(scene.objects[k].instance) for k in objects], dtype=np.float32
+        ).reshape(-1, 3),
         "gt_handle_visibility": handle_visibility(scene, arrays, objects),
     }
 
@@ -369,8 +380,7 @@ def write_test_pickles(
     gts_folder = root / "gts" / set_name
     gts_folder.mkdir(parents=True, exist_ok=True)
     encoding.write_pickle_atomic(gts_folder / gt_name, {"image_path": image_path, **gt})
-    detections = simulate_detections(instance_map, ground_truth_ids,
-                                     [int(c) for c in gt["gt_class_ids"]], 6, generator)
+    detections = simulate_detections(instance_map, ground_truth_ids, [int(c) for c in gt["gt_class_ids"]], 6, generator)
     results_folder = root / "results" / "nocs_results" / set_name
     results_folder.mkdir(parents=True, exist_ok=True)
     encoding.write_pickle_atomic(results_folder / result_name, {"image_path": image_path, **gt, **detections})
@@ -452,8 +462,7 @@ def mean_shapes(libraries: list[list[Instance]], seed: int) -> np.ndarray:
     return np.stack(priors)
 
 
-def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int,
-                      priors: np.ndarray | None = None) -> None:
+def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int, priors: np.ndarray | None = None) -> None:
     """Write ``<root>/mean_shapes.npy`` (float64 (6, 1024, 3), see `mean_shapes`), where DPDN loads it.
 
     `priors` replaces `mean_shapes` (libraries of imported meshes, `user_library.mixed_mean_shapes`).
@@ -524,8 +533,9 @@ def write_mesh(models_root: Path, split: str, instance: Instance) -> None:
         flipped = mesh.vertices * np.array([1.0, 1.0, -1.0])
         write_obj(folder / "model.obj", flipped, mesh.faces[:, ::-1])
         lower, upper = flipped.min(axis=0), flipped.max(axis=0)
-        encoding.write_text_atomic(folder / "bbox.txt", "".join(
-            f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in (upper, lower)))
+        encoding.write_text_atomic(
+            folder / "bbox.txt", "".join(f"{a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in (upper, lower))
+        )
     else:
         folder = models_root / f"real_{split.split('_')[1]}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -546,8 +556,9 @@ def write_lists(root: Path, records: list[FrameRecord], splits: tuple[str, ...])
         entries = sorted((r for r in records if r.split == split), key=lambda r: r.entry)
         encoding.write_text_atomic(root / top / f"{sub}_list_all.txt", "".join(f"{r.entry}\n" for r in entries))
         if sub == "train":
-            encoding.write_text_atomic(root / top / "train_list.txt",
-                                       "".join(f"{r.entry}\n" for r in entries if r.labelled))
+            encoding.write_text_atomic(
+                root / top / "train_list.txt", "".join(f"{r.entry}\n" for r in entries if r.labelled)
+            )
 
 
 def link_results_folders(root: Path, splits: tuple[str, ...]) -> None:
@@ -567,5 +578,10 @@ def link_results_folders(root: Path, splits: tuple[str, ...]) -> None:
         try:
             os.symlink(target, link, target_is_directory=True)
         except OSError as error:
-            logger.warning("%s: cannot create a symbolic link to %s (%s); segmentation results are only under "
-                           "results/nocs_results/", link, target, error.strerror or error)
+            logger.warning(
+                "%s: cannot create a symbolic link to %s (%s); segmentation results are only under "
+                "results/nocs_results/",
+                link,
+                target,
+                error.strerror or error,
+            )

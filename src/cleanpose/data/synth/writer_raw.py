@@ -25,8 +25,9 @@ RAW_TOP_FOLDERS = {"camera": "CAMERA", "real": "Real"}
 """Top folder of each source as the downloads name it."""
 
 
-def write_frame(root: Path, split: str, scene_index: int, frame_index: int, scene: SceneSpec,
-                arrays: FrameArrays) -> writer_nocs.FrameRecord:
+def write_frame(
+    root: Path, split: str, scene_index: int, frame_index: int, scene: SceneSpec, arrays: FrameArrays
+) -> writer_nocs.FrameRecord:
     """Write the raw files of one frame (and its ``gts/`` pickle for a test split).
 
     Returns:
@@ -43,8 +44,9 @@ def write_frame(root: Path, split: str, scene_index: int, frame_index: int, scen
         gts_folder = root / "gts" / set_name
         gts_folder.mkdir(parents=True, exist_ok=True)
         top = split.split("_")[0]
-        encoding.write_pickle_atomic(gts_folder / f"results_{set_name}_{folder}_{frame}.pkl",
-                                     {"image_path": f"data/{top}/{entry}", **gt})
+        encoding.write_pickle_atomic(
+            gts_folder / f"results_{set_name}_{folder}_{frame}.pkl", {"image_path": f"data/{top}/{entry}", **gt}
+        )
     return writer_nocs.FrameRecord(split, entry, False, len(objects))
 
 
