@@ -1,11 +1,6 @@
 """Ball query against a brute-force scan (float64 on lattice points, where float32 is exact)."""
 
-import json
-import os
-import subprocess
-import sys
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +8,7 @@ import torch
 
 from cleanpose.errors import BackendUnavailableError
 from cleanpose.ops import ball_query
+from tests.ops.triton_interpreter import run_in_triton_interpreter
 
 
 def brute_force(radius: float, num_neighbors: int, points: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -129,7 +125,6 @@ def test_triton_kernel_in_the_interpreter_matches_brute_force():
     # Triton's CPU interpreter must be switched on before Triton is imported: a subprocess. Dyadic lattice
     # coordinates make every product exact (the interpreter rounds tl.fma twice); N > 1024 crosses blocks.
     pytest.importorskip("triton")
-    import cleanpose
 
     generator = torch.Generator().manual_seed(5)
     cases = []
@@ -137,17 +132,8 @@ def test_triton_kernel_in_the_interpreter_matches_brute_force():
         points = torch.randint(-6, 7, (2, n, 3), generator=generator).float() / 16
         centers = torch.randint(-6, 7, (2, m, 3), generator=generator).float() / 16
         cases.append((radius, s, points.tolist(), centers.tolist()))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
-    result = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
-    )
-    for (radius, s, points, centers), got in zip(cases, json.loads(result.stdout)):
+    results = run_in_triton_interpreter(_INTERPRETER_SCRIPT, cases)
+    for (radius, s, points, centers), got in zip(cases, results):
         for b in range(2):
             expected = brute_force(radius, s, np.array(points[b]), np.array(centers[b]))
             np.testing.assert_array_equal(np.array(got[b]), expected)

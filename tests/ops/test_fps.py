@@ -1,20 +1,15 @@
 """Furthest point sampling against a literal simulation of the votenet CUDA kernel."""
 
-import json
-import os
-import subprocess
-import sys
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import cleanpose
 from cleanpose.errors import BackendUnavailableError
 from cleanpose.ops import furthest_point_sample, furthest_point_sample_reference, fused_multiply_add
 from cleanpose.ops.fps import kernel_num_threads
+from tests.ops.triton_interpreter import run_in_triton_interpreter
 
 
 def fma_oracle(a: np.float32, b: np.float32, c: np.float32) -> np.float32:
@@ -228,17 +223,8 @@ def test_triton_kernel_in_the_interpreter_matches_the_kernel_simulation():
     cases = [([points], m) for points, m in HAND_CASES]
     for n, m in [(1, 3), (3, 5), (8, 13), (37, 30), (70, 112), (600, 40)]:
         cases.append((dyadic_lattice_cloud(generator, 2, n).tolist(), m))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
-    result = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=True,
-    )
-    got = json.loads(result.stdout)
+    results = run_in_triton_interpreter(_INTERPRETER_SCRIPT, cases)
+    got = results
     for (clouds, m), picks in zip(cases, got):
         assert picks == [simulate_kernel(np.array(cloud, dtype=np.float32), m) for cloud in clouds]
 

@@ -1,17 +1,12 @@
 """three_nn / inverse_distance_weights / three_interpolate against float64 brute force."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from cleanpose.errors import BackendUnavailableError
 from cleanpose.ops import inverse_distance_weights, three_interpolate, three_nn
+from tests.ops.triton_interpreter import run_in_triton_interpreter
 
 
 def brute_three_nn(unknown: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +144,6 @@ def test_three_nn_triton_kernel_in_the_interpreter_matches_brute_force():
     # Triton's CPU interpreter (switched on before Triton is imported: a subprocess) on lattice clouds with
     # many ties and fewer than three known points; dyadic coordinates keep the doubly rounded fma exact.
     pytest.importorskip("triton")
-    import cleanpose
 
     generator = torch.Generator().manual_seed(7)
     cases = []
@@ -157,17 +151,8 @@ def test_three_nn_triton_kernel_in_the_interpreter_matches_brute_force():
         unknown = torch.randint(-3, 4, (2, n, 3), generator=generator).float() / 8
         known = torch.randint(-3, 4, (2, m, 3), generator=generator).float() / 8
         cases.append((unknown.tolist(), known.tolist()))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(cleanpose.__file__).parents[1])}
-    result = subprocess.run(
-        [sys.executable, "-c", _INTERPRETER_SCRIPT],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
-    )
-    for (unknown, known), (dists, idx) in zip(cases, json.loads(result.stdout)):
+    results = run_in_triton_interpreter(_INTERPRETER_SCRIPT, cases)
+    for (unknown, known), (dists, idx) in zip(cases, results):
         for b in range(2):
             expected_d, expected_i = brute_three_nn(np.array(unknown[b]), np.array(known[b]))
             np.testing.assert_array_equal(np.array(idx[b]), expected_i)

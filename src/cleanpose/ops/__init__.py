@@ -18,6 +18,7 @@ Conventions shared by every op:
   (:func:`fused_multiply_add`).
 """
 
+import os
 from collections.abc import Callable, Mapping
 
 import torch
@@ -61,6 +62,19 @@ def check_coordinates(op_name: str, arg_name: str, tensor: torch.Tensor) -> None
         raise ValueError(f"{op_name}: {arg_name} has shape {tuple(tensor.shape)}; expected (B, N, 3)")
     if not tensor.is_floating_point():
         raise ValueError(f"{op_name}: {arg_name} has dtype {tensor.dtype}; expected a floating dtype")
+
+
+def check_triton_device(op_name: str, tensor: torch.Tensor) -> None:
+    """Refuse a Triton backend call on CPU tensors unless Triton's interpreter is on.
+
+    Raises:
+        BackendUnavailableError: ``tensor`` is not on CUDA and ``TRITON_INTERPRET`` is not ``1``.
+    """
+    if not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise BackendUnavailableError(
+            f"{op_name}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before Triton is "
+            "imported); use backend 'reference' or 'auto'"
+        )
 
 
 def fused_multiply_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -12,13 +12,11 @@ before Triton is first imported; slow, for tests), which rounds ``tl.fma`` twice
 products are exact (dyadic coordinates) are bit-identical there.
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from cleanpose.errors import BackendUnavailableError
+from cleanpose.ops import check_triton_device
 
 _BLOCK = 1024
 """Points streamed per iteration of a program."""
@@ -62,11 +60,7 @@ def ball_query_triton(radius: float, num_neighbors: int, points: torch.Tensor, c
     Raises:
         BackendUnavailableError: CPU tensors without Triton's interpreter.
     """
-    if not points.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise BackendUnavailableError(
-            "ball_query: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before Triton is "
-            "imported); use backend 'reference' or 'auto'"
-        )
+    check_triton_device("ball_query", points)
     batch_size, num_points, _ = points.shape
     num_centers = centers.shape[1]
     out = torch.empty(batch_size, num_centers, num_neighbors, dtype=torch.int64, device=points.device)

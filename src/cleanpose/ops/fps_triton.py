@@ -13,13 +13,11 @@ on before Triton is first imported (``TRITON_INTERPRET=1``; slow, for tests). Th
 coordinates) give bit-identical picks there.
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from cleanpose.errors import BackendUnavailableError
+from cleanpose.ops import check_triton_device
 
 # Clouds with more points than this stay on the PyTorch backend (registers per program).
 MAX_POINTS = 1 << 14
@@ -69,11 +67,7 @@ def furthest_point_sample_triton(points: torch.Tensor, num_samples: int, priorit
     Raises:
         BackendUnavailableError: CPU tensors without Triton's interpreter.
     """
-    if not points.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise BackendUnavailableError(
-            "furthest_point_sample: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before "
-            "Triton is imported); use backend 'reference' or 'auto'"
-        )
+    check_triton_device("furthest_point_sample", points)
     batch_size, num_points, _ = points.shape
     samples = torch.zeros(batch_size, num_samples, dtype=torch.int64, device=points.device)
     if num_samples <= 1 or batch_size == 0:

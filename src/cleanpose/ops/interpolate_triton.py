@@ -10,13 +10,11 @@ CPU tensors need Triton's interpreter (``TRITON_INTERPRET=1`` before Triton is i
 rounds ``tl.fma`` twice: only dyadic coordinates are bit-identical there.
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from cleanpose.errors import BackendUnavailableError
+from cleanpose.ops import check_triton_device
 
 MAX_KNOWN = 4096
 """Known points per cloud held in registers by one program."""
@@ -56,11 +54,7 @@ def three_nn_squared_triton(unknown: torch.Tensor, known: torch.Tensor) -> tuple
     Raises:
         BackendUnavailableError: CPU tensors without Triton's interpreter.
     """
-    if not unknown.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise BackendUnavailableError(
-            "three_nn: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before Triton is "
-            "imported); use backend 'reference' or 'auto'"
-        )
+    check_triton_device("three_nn", unknown)
     batch_size, num_unknown, _ = unknown.shape
     squared = torch.empty(batch_size, num_unknown, 3, dtype=torch.float32, device=unknown.device)
     idx = torch.empty(batch_size, num_unknown, 3, dtype=torch.int64, device=unknown.device)

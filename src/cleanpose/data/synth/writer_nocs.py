@@ -35,6 +35,7 @@ import numpy as np
 import trimesh
 
 from cleanpose.data.formats import encoding
+from cleanpose.data.prepare.models import farthest_point_indices, mug_fix
 from cleanpose.data.synth.scene import FrameArrays, Instance, SceneSpec, instance_mesh, instance_shape
 from cleanpose.data.synth.sensor import to_millimetres
 from cleanpose.data.synth.shapes import NOCS_CATEGORIES
@@ -390,29 +391,6 @@ def write_test_pickles(
 # object models
 
 
-def farthest_point_indices(points: np.ndarray, count: int) -> np.ndarray:
-    """Plain Euclidean farthest point sampling from index 0, as SPD's ``shape_data.py`` does.
-
-    (`cleanpose.ops.fps` reproduces the votenet kernel, which skips points near the origin, so it
-    does not match SPD's sampler.)
-
-    Args:
-        points: (N, 3) float.
-        count: number of picks M ≤ N.
-
-    Returns:
-        (M,) int64 indices; the first is 0.
-    """
-    picks = np.zeros(count, dtype=np.int64)
-    distance = np.full(len(points), np.inf)
-    xs, ys, zs = (np.ascontiguousarray(points[:, axis], dtype=np.float64) for axis in range(3))
-    for step in range(1, count):
-        last = picks[step - 1]
-        np.minimum(distance, (xs - xs[last]) ** 2 + (ys - ys[last]) ** 2 + (zs - zs[last]) ** 2, out=distance)
-        picks[step] = int(np.argmax(distance))
-    return picks
-
-
 def surface_points(mesh: trimesh.Trimesh, key: list[int]) -> np.ndarray:
     """SPD point sampling: 3 × 1024 points uniformly by area, then farthest-point sampling to 1024.
 
@@ -470,19 +448,6 @@ def write_mean_shapes(root: Path, libraries: list[list[Instance]], seed: int, pr
     buffer = io.BytesIO()
     np.save(buffer, mean_shapes(libraries, seed) if priors is None else priors, allow_pickle=False)
     atomic_write_bytes(root / MEAN_SHAPES_FILE, buffer.getvalue())
-
-
-def mug_fix(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """SPD's mug re-centring: shift along x by ``(min z − max z)/2 − min x``, rescale to unit diagonal.
-
-    Returns:
-        (points (1024, 3) float64, shift (3,) float64, scale float) with ``points = (p + shift)·scale``.
-    """
-    shift = np.array([(points[:, 2].min() - points[:, 2].max()) / 2 - points[:, 0].min(), 0.0, 0.0])
-    shifted = points + shift
-    size = 2 * np.abs(shifted).max(axis=0)
-    scale = 1.0 / np.linalg.norm(size)
-    return shifted * scale, shift, float(scale)
 
 
 def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
