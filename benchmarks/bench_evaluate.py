@@ -15,11 +15,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import Laps, summarize_ms, time_calls
 from cleanpose.metrics import evaluate_results, save_results_npz, write_report
 from tests.metrics.result_builders import build_result_set
 
@@ -48,19 +48,19 @@ def main() -> None:
         f"{100 * with_false_positive:.0f}% of images with more predictions than gts"
     )
 
-    evaluate_times, report_times = [], []
+    laps = Laps()
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        metrics = evaluate_results(results, "nocs", tie_order=args.tie_order)
-        evaluate_times.append(time.perf_counter() - start)
         with tempfile.TemporaryDirectory() as out_dir:
-            start = time.perf_counter()
+            laps.start()
+            metrics = evaluate_results(results, "nocs", tie_order=args.tie_order)
+            laps.lap("evaluate")
             write_report(metrics, out_dir)
-            report_times.append(time.perf_counter() - start)
-    total = [e + r for e, r in zip(evaluate_times, report_times)]
+            laps.lap("report")
+    evaluate_ms, report_ms = laps.times["evaluate"], laps.times["report"]
+    total = summarize_ms([e + r for e, r in zip(evaluate_ms, report_ms)])
     print(
-        f"evaluate: best {min(evaluate_times):.3f} s, report: best {min(report_times):.3f} s, "
-        f"evaluate + report: best {min(total):.3f} s, median {float(np.median(total)):.3f} s "
+        f"evaluate: best {min(evaluate_ms) / 1e3:.3f} s, report: best {min(report_ms) / 1e3:.3f} s, "
+        f"evaluate + report: best {total['min'] / 1e3:.3f} s, median {total['median'] / 1e3:.3f} s "
         f"over {args.repeats} runs (reference: 50.4 s; target <= 2.5 s)"
     )
     if args.save:
@@ -83,9 +83,8 @@ def _time_cli(results: list[dict], repeats: int, tie_order: str) -> None:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory() as folder:
         archive = save_results_npz(results, Path(folder) / "results.npz")
-        walls = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+
+        def evaluate_in_a_fresh_process() -> None:
             subprocess.run(
                 [
                     sys.executable,
@@ -104,9 +103,11 @@ def _time_cli(results: list[dict], repeats: int, tie_order: str) -> None:
                 env=environment,
                 stdout=subprocess.DEVNULL,
             )
-            walls.append(time.perf_counter() - start)
+
+        walls = summarize_ms(time_calls(evaluate_in_a_fresh_process, "cpu", repeats, warmup=0))
     print(
-        f"cleanpose evaluate (CLI, results.npz, wall): best {min(walls):.3f} s, median {float(np.median(walls)):.3f} s"
+        f"cleanpose evaluate (CLI, results.npz, wall): best {walls['min'] / 1e3:.3f} s, "
+        f"median {walls['median'] / 1e3:.3f} s"
     )
 
 

@@ -1,8 +1,8 @@
 """Time, peak memory and parameter count of every CleanPoseNet module at training size (issue 5).
 
 Usage (from the repository root):
-    python benchmarks/bench_model.py --device cuda [--precision bf16] [--iters 10 --warmup 3] [--json out.json]
-    OMP_NUM_THREADS=2 python benchmarks/bench_model.py --device cpu --iters 1 --warmup 0 [--rows ...] [--backbones ...]
+    python -m benchmarks.bench_model --device cuda [--precision bf16] [--iters 10 --warmup 3] [--json out.json]
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_model --device cpu --iters 1 --warmup 0 [--rows ...] [--backbones ...]
 
 On a CPU one pass over every row at B = 40 takes minutes and the PSP-ResNet18 training step needs about
 21 GB of RAM; ``--rows`` and ``--backbones`` pick a subset (``--rows step --backbones dino``).
@@ -45,7 +45,6 @@ import argparse
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.timing import PeakMemory, device_mark, device_name, elapsed_ms
 from cleanpose.config import ModelConfig
 from cleanpose.geometry import euler_xyz_to_matrix
 from cleanpose.models import CleanPoseNet
 from cleanpose.models.distillation import PointBERTTeacher
 from cleanpose.models.losses import CleanPoseLoss
-from timing import PeakMemory, device_name
 
 IMAGE_SIZE = 224
 """Side of the RGB crop, pixels (data.image_size)."""
@@ -246,21 +245,6 @@ def train_step_case(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _mark(device: torch.device):
-    if device.type == "cuda":
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-    return time.perf_counter()
-
-
-def _elapsed_ms(start, end) -> float:
-    if isinstance(start, float):
-        return (end - start) * 1e3
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
 def _reset_gradients(case: Case) -> None:
     case.module.zero_grad(set_to_none=True)
     for leaf in case.leaves:
@@ -274,16 +258,16 @@ def measure(case: Case, device: torch.device, warmup: int, iters: int, memory: P
     forward_ms, backward_ms = [], []
     for iteration in range(warmup + iters):
         _reset_gradients(case)
-        start = _mark(device)
+        start = device_mark(device)
         result = case.forward()
-        middle = _mark(device)
+        middle = device_mark(device)
         if case.backward is not None:
             case.backward(result)
-        end = _mark(device)
+        end = device_mark(device)
         del result
         if iteration >= warmup:
-            forward_ms.append(_elapsed_ms(start, middle))
-            backward_ms.append(_elapsed_ms(middle, end))
+            forward_ms.append(elapsed_ms(start, middle))
+            backward_ms.append(elapsed_ms(middle, end))
     peak = memory.stop()
     _reset_gradients(case)
     counted = [

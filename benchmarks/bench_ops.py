@@ -1,6 +1,7 @@
 """CPU/GPU time of the point operators and of PointNet2MSG forward+backward at training sizes.
 
-Usage: python benchmarks/bench_ops.py [--batch 40] [--points 1024] [--repeat 3] [--device cpu] [--threads 1]
+Usage (from the repository root):
+    python -m benchmarks.bench_ops [--batch 40] [--points 1024] [--repeat 3] [--device cpu] [--threads 1]
 
 Sizes follow the first set-abstraction level of the reference network (docs/model.md §3): FPS of 512 centres
 from N points, ball query of 32 neighbours at r = 0.02 m, grouping, three-NN from N points onto 512, and
@@ -8,11 +9,10 @@ the teacher's 32-NN of 512 centres among N points. Reports the median wall time 
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from benchmarks.timing import summarize_ms, time_calls
 from cleanpose.models.point_encoder import PointNet2MSG
 from cleanpose.ops import (
     ball_query,
@@ -32,18 +32,9 @@ def centred_cloud(generator: torch.Generator, batch: int, num_points: int, devic
     return (points - points.mean(1, keepdim=True)).to(device)
 
 
-def timed(fn, repeat: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed_ms(fn, repeat: int, device: str) -> float:
+    """Median milliseconds of ``repeat`` calls after one warm-up call."""
+    return summarize_ms(time_calls(fn, device, repeat, warmup=1))["median"]
 
 
 def main() -> None:
@@ -84,7 +75,7 @@ def main() -> None:
         f"(median of {args.repeat}, torch {torch.__version__})"
     )
     for name, fn in cases.items():
-        print(f"  {name:45s} {timed(fn, args.repeat, device) * 1e3:9.1f} ms")
+        print(f"  {name:45s} {timed_ms(fn, args.repeat, device):9.1f} ms")
 
     if not args.skip_encoder:
         encoder = PointNet2MSG().to(device).train()
@@ -97,8 +88,8 @@ def main() -> None:
             with torch.no_grad():
                 encoder(points)
 
-        print(f"  {'PointNet2MSG forward (no grad)':45s} {timed(forward_only, args.repeat, device) * 1e3:9.1f} ms")
-        print(f"  {'PointNet2MSG forward+backward (train)':45s} {timed(step, args.repeat, device) * 1e3:9.1f} ms")
+        print(f"  {'PointNet2MSG forward (no grad)':45s} {timed_ms(forward_only, args.repeat, device):9.1f} ms")
+        print(f"  {'PointNet2MSG forward+backward (train)':45s} {timed_ms(step, args.repeat, device):9.1f} ms")
 
 
 if __name__ == "__main__":

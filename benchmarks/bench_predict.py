@@ -13,11 +13,11 @@ Run from the repository root:  python -m benchmarks.bench_predict [--device cuda
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
+from benchmarks.timing import Laps, device_name, summarize_ms
 from cleanpose.config import ModelConfig, RgbBackboneConfig
 from cleanpose.data.collate import stack_instances
 from cleanpose.data.depth_completion import fill_missing
@@ -53,31 +53,22 @@ def build_predictor(args) -> Predictor:
     return Predictor(model, device=args.device, precision=args.precision)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_frame(predictor: Predictor, frame: Frame, repeats: int) -> dict[str, float]:
     """Median milliseconds of depth filling, preprocessing and network over `repeats` runs (after a warm-up)."""
-    times = {"fill": [], "pre": [], "net": []}
+    laps = Laps(predictor.device)
     for repeat in range(repeats + 1):
-        start = time.perf_counter()
+        if repeat == 1:  # the first run warms up caches, kernels and autotuning
+            laps.times.clear()
+        laps.start()
         fill_missing(frame.depth)
-        filled = time.perf_counter()
+        laps.lap("fill")
         prepared = predictor.prepare(frame)
-        prepared_at = time.perf_counter()
+        laps.lap("pre")
         batch = stack_instances(prepared.samples, predictor.num_points, predictor.image_size)
-        _synchronize(predictor.device)
-        net_start = time.perf_counter()
+        laps.start()
         predictor.run_network(batch)
-        _synchronize(predictor.device)
-        end = time.perf_counter()
-        if repeat:  # the first run warms up caches, kernels and autotuning
-            times["fill"].append(filled - start)
-            times["pre"].append(prepared_at - filled)
-            times["net"].append(end - net_start)
-    return {key: 1000 * float(np.median(values)) for key, values in times.items()}
+        laps.lap("net")
+    return {key: summarize_ms(values)["median"] for key, values in laps.times.items()}
 
 
 def main() -> None:
@@ -94,7 +85,7 @@ def main() -> None:
 
     predictor = build_predictor(args)
     print(
-        f"device {args.device} ({torch.cuda.get_device_name() if predictor.device.type == 'cuda' else 'CPU'}), "
+        f"device {args.device} ({device_name(predictor.device)}), "
         f"precision {args.precision}, crops {predictor.image_size} px, {predictor.num_points} points, "
         f"torch threads {torch.get_num_threads()}"
     )

@@ -1,7 +1,8 @@
 """Throughput of `cleanpose data prepare` on CAMERA training frames, and the extrapolated time of the
 full CAMERA train set (275,000 frames) on 16 cores.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py [--workers 2] [--folders 6] [--keep DIR]
+Usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_prepare [--workers 2] [--folders 6] [--keep DIR]
 
 Writes a raw synthetic CAMERA train set (`generate(raw=True)`, 640x480, 10 frames per folder, 4–6
 objects with sensor noise), then times the frame stage of `prepare` (read the 5 raw files, label by
@@ -17,9 +18,9 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks.timing import Laps, cpu_seconds
 from cleanpose.data.prepare import prepare
 from cleanpose.data.synth import generate
 
@@ -48,22 +49,23 @@ def main() -> None:
             progress=False,
             raw=True,
         )
-        wall_start = time.perf_counter()
+        laps = Laps()
+        laps.start()
         summary = prepare(raw, folder / "out", splits=("camera_train",), workers=args.workers, progress=False)
-        wall = time.perf_counter() - wall_start
+        laps.lap("prepare")
         # CPU per frame: redo every label in this process (resume keeps the point models)
         for label in (folder / "out").rglob("*_label.pkl"):
             label.unlink()
-        cpu_start = time.process_time()
+        cpu_start = cpu_seconds()
         again = prepare(raw, folder / "out", splits=("camera_train",), workers=1, resume=True, progress=False)
-        cpu_per_frame = (time.process_time() - cpu_start) / again.frames["camera_train"]
+        cpu_per_frame = (cpu_seconds() - cpu_start) / again.frames["camera_train"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     frames = summary.frames["camera_train"]
     print(
         f"{frames} CAMERA frames at 640x480 ({summary.usable['camera_train']} labelled), {args.workers} workers: "
         f"frame stage {summary.seconds:.1f} s wall = {summary.frames_per_second:.1f} frames/s; "
-        f"whole run {wall:.1f} s "
+        f"whole run {laps.times['prepare'][0] / 1e3:.1f} s "
         f"({summary.models} point models, worker start-up); load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} CPUs"
     )

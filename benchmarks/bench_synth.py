@@ -1,7 +1,8 @@
 """Throughput of `cleanpose synth` (target: >= 5 frames/s on 2 cores at 640x480 with 4 objects).
 
-Usage: OMP_NUM_THREADS=2 python benchmarks/bench_synth.py [--workers 2] [--frames 40] [--split camera_train]
-       [--textured-faces 20000]
+Usage (from the repository root):
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_synth [--workers 2] [--frames 40] [--split camera_train]
+        [--textured-faces 20000]
 
 Reports, in one process, the per-frame time of rendering (scene sampling, ray casting, shading, sensor
 noise) and of writing the files; then the wall-clock frames/s of a whole `generate` run with `--workers`
@@ -16,25 +17,17 @@ four UV-textured spheres of about F faces each (bottle, bowl, can, mug; written 
 
 import argparse
 import os
-import resource
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cleanpose.data.synth import (  # noqa: E402
-    SensorNoise,
-    generate,
-    writer_nocs,  # noqa: E402
-)
-from cleanpose.data.synth.generate import scene_frames  # noqa: E402
-from cleanpose.data.synth.mesh_library import load_mesh  # noqa: E402
-from cleanpose.data.synth.user_library import MeshSettings, mesh_settings  # noqa: E402
-from tests.data.synth.mesh_builders import write_textured_sphere  # noqa: E402
+from benchmarks.timing import Laps, cpu_seconds
+from cleanpose.data.synth import SensorNoise, generate, writer_nocs
+from cleanpose.data.synth.generate import scene_frames
+from cleanpose.data.synth.mesh_library import load_mesh
+from cleanpose.data.synth.user_library import MeshSettings, mesh_settings
+from tests.data.synth.mesh_builders import write_textured_sphere
 
 
 def textured_meshes(folder: Path, faces: int) -> MeshSettings:
@@ -47,18 +40,16 @@ def textured_meshes(folder: Path, faces: int) -> MeshSettings:
 def stage_times(split: str, frames: int, meshes: MeshSettings | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        render_s = write_s = 0.0
-        start = time.perf_counter()
+        laps = Laps()
+        laps.start()
         iterator = scene_frames("nocs", split, 0, frames, 0, (640, 480), SensorNoise(), 1, (4, 4), meshes)
         for scene, _, frame, arrays in iterator:
-            render_s += time.perf_counter() - start
-            start = time.perf_counter()
+            laps.lap("render")
             writer_nocs.write_frame(root, split, 0, frame, scene, arrays, np.random.default_rng(frame))
-            write_s += time.perf_counter() - start
-            start = time.perf_counter()
+            laps.lap("write")
     print(
-        f"one process, {frames} frames of {split}: render {1000 * render_s / frames:.0f} ms/frame, "
-        f"write {1000 * write_s / frames:.0f} ms/frame"
+        f"one process, {frames} frames of {split}: render {sum(laps.times['render']) / frames:.0f} ms/frame, "
+        f"write {sum(laps.times['write']) / frames:.0f} ms/frame"
     )
 
 
@@ -80,7 +71,7 @@ def main() -> None:
             faces = [len(load_mesh(entry).shape.mesh.faces) for entry in meshes.catalog.entries]
             print(f"imported textured meshes with {faces} faces")
         stage_times(args.split, 6, meshes)
-        cpu_start = _cpu_seconds()
+        cpu_start = cpu_seconds()
         with tempfile.TemporaryDirectory() as folder:
             summary = generate(
                 Path(folder) / "data",
@@ -95,7 +86,7 @@ def main() -> None:
                 progress=False,
                 meshes=meshes,
             )
-    cpu_per_frame = (_cpu_seconds() - cpu_start) / summary.frames
+    cpu_per_frame = (cpu_seconds() - cpu_start) / summary.frames
     print(
         f"{summary.frames} frames at 640x480, 4 objects, {args.workers} workers: {summary.seconds:.1f} s wall, "
         f"{summary.frames_per_second:.2f} frames/s (incl. process start-up and {summary.models} models); "
@@ -105,12 +96,6 @@ def main() -> None:
         f"CPU time {1000 * cpu_per_frame:.0f} ms/frame over all processes -> "
         f"{args.workers / cpu_per_frame:.2f} frames/s on {args.workers} otherwise idle cores"
     )
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children (the workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

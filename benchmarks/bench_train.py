@@ -1,8 +1,8 @@
 """Our whole training step and eval forward, timed as ../shared/refbench times the reference (issue 17).
 
 Usage (from the repository root):
-    python benchmarks/bench_train.py --device cuda [--precision bf16] [--profile DIR] [--json out.json]
-    OMP_NUM_THREADS=2 python benchmarks/bench_train.py --device cpu --batch 3 1 --warmup 1 --steps 2 --infer 1
+    python -m benchmarks.bench_train --device cuda [--precision bf16] [--profile DIR] [--json out.json]
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_train --device cpu --batch 3 1 --warmup 1 --steps 2 --infer 1
 
 The step is ``Trainer.run_step`` at the reference's size (``configs/nocs.yaml``: frozen DINOv2 ViT-S/14 with
 random weights, the ULIP-2-sized PointBERT teacher with random weights in train mode, queue 6 × 80 filled with
@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from bench_model import training_batch
+from benchmarks.bench_model import training_batch
+from benchmarks.timing import PeakMemory, device_name, summarize_ms, synchronize, time_calls
 from cleanpose.config import TrainConfig, load_config
 from cleanpose.engine.train import Trainer, build_loss, build_optimizer
 from cleanpose.models import CleanPoseNet
 from cleanpose.models.distillation import PointBERTTeacher
-from timing import PeakMemory, device_name, summarize_ms, synchronize
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nocs.yaml"
 TOP_MODULES = (
@@ -73,20 +73,16 @@ def pinned_batches(args: argparse.Namespace, num_categories: int, count: int = 4
 
 def time_steps(trainer: Trainer, steps: list, warmup: int, timed: int) -> tuple[list[float], int]:
     """Milliseconds of each timed ``run_step`` and the peak tensor memory (bytes) over them."""
-    device = trainer.device
-    for i in range(warmup):
-        trainer.run_step(steps[i % len(steps)])
+    turn = itertools.count()
+
+    def step() -> None:
+        trainer.run_step(steps[next(turn) % len(steps)])
         trainer.step += 1
-    memory = PeakMemory(device)
+
+    time_calls(step, trainer.device, repeat=0, warmup=warmup)
+    memory = PeakMemory(trainer.device)
     memory.start()
-    times = []
-    for i in range(timed):
-        synchronize(device)
-        start = time.perf_counter()
-        trainer.run_step(steps[i % len(steps)])
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-        trainer.step += 1
+    times = time_calls(step, trainer.device, repeat=timed, warmup=0)
     return times, memory.stop()
 
 
@@ -98,17 +94,10 @@ def time_inference(model: CleanPoseNet, args, objects: int, device: torch.device
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     memory = PeakMemory(device)
-    times = []
     with torch.inference_mode(), autocast:
-        for i in range(args.infer_warmup + args.infer_iters):
-            if i == args.infer_warmup:
-                memory.start()
-            synchronize(device)
-            start = time.perf_counter()
-            model(frame)
-            synchronize(device)
-            if i >= args.infer_warmup:
-                times.append((time.perf_counter() - start) * 1e3)
+        time_calls(lambda: model(frame), device, repeat=0, warmup=args.infer_warmup)
+        memory.start()
+        times = time_calls(lambda: model(frame), device, repeat=args.infer_iters, warmup=0)
     return times, memory.stop()
 
 

@@ -1,6 +1,7 @@
 """How close the labels `cleanpose data prepare` recovers come to the synthetic ground truth.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/prepare_accuracy.py [--scenes 4] [--frames 5] [--size 640x480]
+Usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.prepare_accuracy [--scenes 4] [--frames 5] [--size 640x480]
 
 Writes the same synthetic NOCS training frames twice with one seed, once with labels (the exact
 rendering poses, `generate`) and once as raw downloads (`generate(raw=True)`), prepares the raw set

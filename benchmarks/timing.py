@@ -1,8 +1,10 @@
-"""Timing and memory helpers shared by every benchmark (imported as ``timing`` from a benchmark script).
+"""Timing and memory helpers shared by every benchmark (``from benchmarks.timing import ...``).
 
 Device work is asynchronous: :func:`synchronize` waits for the device, so a host clock read after it
-measures finished work. :class:`PeakMemory` measures the peak memory of a stretch of work; :func:`summarize_ms`
-gives the median and spread of repeated timings.
+measures finished work (:func:`time_calls` for repeated calls, :class:`Laps` for the stages of one run);
+:func:`device_mark` / :func:`elapsed_ms` time a stretch on the device's stream without waiting in between.
+:class:`PeakMemory` measures the peak memory of a stretch of work; :func:`summarize_ms` gives the median and
+spread of repeated timings; :func:`cpu_seconds` the CPU time of this process and its workers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import resource
 import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,6 +68,52 @@ def time_calls(function: Callable[[], object], device: torch.device | str, repea
         synchronize(device)
         times.append((time.perf_counter() - start) * 1e3)
     return times
+
+
+class Laps:
+    """Host milliseconds of named stages, ``device`` waited for at every mark.
+
+    :meth:`start` sets the mark; :meth:`lap` appends the milliseconds since the mark to ``times[name]`` and
+    moves the mark there (so consecutive laps tile the run; call :meth:`start` again to skip untimed work).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = device
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self._mark = 0.0
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._mark = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.times[name].append((now - self._mark) * 1e3)
+        self._mark = now
+
+
+def device_mark(device: torch.device):
+    """A point in time: a recorded CUDA event on the current stream (no wait), or the host clock on the CPU."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def elapsed_ms(start, end) -> float:
+    """Milliseconds between two :func:`device_mark` results (waits for the ``end`` event on CUDA)."""
+    if isinstance(start, float):
+        return (end - start) * 1e3
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 class PeakMemory:

@@ -7,7 +7,7 @@ depth, masks with background 255 (NOCS) / 0 (HouseCat6D), NOCS coord maps, meta 
 pickles, distributed segmentation-result pickles and HouseCat6D labels/intrinsics.
 
 Images are small (default 120 × 160) so the tests stay fast; the crop-window code clamps to the
-actual image size. `build_nocs_tree` / `build_housecat_tree` are also used by benchmarks/bench_loader.py.
+actual image size.
 """
 
 from __future__ import annotations
