@@ -167,5 +167,7 @@ def test_three_nn_triton_on_cuda_equals_the_reference(n, m):
     known = (torch.rand(3, m, 3, generator=generator) - 0.5) * 0.3
     expected = three_nn(unknown, known, backend="reference")
     got = three_nn(unknown.cuda(), known.cuda())  # auto = Triton on CUDA
-    assert torch.equal(got.idx.cpu(), expected.idx)
-    assert torch.equal(got.dists.cpu(), expected.dists)
+    assert torch.equal(got.idx.cpu(), expected.idx)  # the decisions: exact
+    # The squared distances are the kernel's to the bit; CUDA's float32 square root need not round as the
+    # CPU's does (seen on an H100: not bitwise equal), so the distances are compared to a few ulps.
+    torch.testing.assert_close(got.dists.cpu(), expected.dists, rtol=5e-7, atol=0)
