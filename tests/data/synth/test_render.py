@@ -3,7 +3,7 @@
 import numpy as np
 import trimesh
 
-from cleanpose.data.synth.render import cast_rays, pixel_rays
+from cleanpose.data.synth.render import MeshCaster, cast_rays, pixel_rays
 
 K = np.array([[500.0, 0.0, 79.5], [0.0, 480.0, 59.5], [0.0, 0.0, 1.0]])
 W, H = 160, 120
@@ -49,3 +49,39 @@ def test_sphere_depth_and_area_analytic():
     assert np.abs(hits.points[:, :, 2][sure] - depth[sure]).max() < 2e-4
     # hit points lie on the pixel rays: back-projection with the depth returns them
     np.testing.assert_allclose(hits.points[hit], rays[hit] * hits.points[hit][:, 2:3], atol=1e-12)
+
+
+def test_caster_searching_a_structure_of_another_frame_matches_fresh_intersectors():
+    # one Embree structure built in a "world" frame, reused for two camera poses. Oracles, built afresh
+    # for each pose: trimesh's intersector on the world mesh with the rays moved into the world frame
+    # (same float32 inputs: the same triangles), and a caster built from the camera-frame vertices
+    # (other float32 rounding: the same pixels and points, the triangle may differ at an edge)
+    from trimesh.ray.ray_pyembree import RayMeshIntersector
+
+    world = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    world.apply_translation([0.01, -0.02, 0.03])
+    shared = MeshCaster(world.vertices, world.faces)
+    rays = pixel_rays(K, W, H).reshape(-1, 3)
+    down = np.array([0.0, 0.0, -1.0])
+    for angle, translation in ((0.3, [0.0, 0.01, 0.6]), (-1.1, [-0.02, 0.0, 0.45])):
+        rotation = trimesh.transformations.rotation_matrix(angle, [0.3, 1.0, 0.2])[:3, :3]
+        vertices = world.vertices @ rotation.T + translation  # world → camera
+        to_world = (rotation.T, -rotation.T @ np.asarray(translation))
+        cached = MeshCaster(vertices, world.faces, shared, to_world)
+        hits = cached.first_hits(K, W, H)
+        fresh_world = RayMeshIntersector(trimesh.Trimesh(world.vertices, world.faces, process=False))
+        origins = np.broadcast_to(to_world[1], rays.shape)
+        expected = fresh_world.intersects_first(origins, rays @ rotation).reshape(H, W)
+        np.testing.assert_array_equal(hits.face, expected)
+        hit = expected >= 0
+        assert hit.sum() > 500
+        camera_frame = MeshCaster(vertices, world.faces).first_hits(K, W, H)
+        np.testing.assert_array_equal(camera_frame.face >= 0, hit)
+        assert (camera_frame.face[hit] == hits.face[hit]).mean() > 0.99
+        np.testing.assert_allclose(hits.points[hit], camera_frame.points[hit], atol=1e-6)
+        # shadow rays from points behind the sphere, all along -z: some blocked, some not
+        behind = rays[::7] * 0.8
+        blocked = cached.blocked(behind, down)
+        assert 100 < blocked.sum() < len(behind) - 100
+        world_origins, world_down = behind @ rotation + to_world[1], np.broadcast_to(down @ rotation, behind.shape)
+        np.testing.assert_array_equal(blocked, fresh_world.intersects_any(world_origins, world_down))

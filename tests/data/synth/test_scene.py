@@ -139,3 +139,21 @@ def test_consecutive_scenes_cover_every_category(dataset, split, objects_range):
         assert names[:low] == [categories[(scene_index * low + k) % len(categories)] for k in range(low)]
         seen += names
     assert set(seen) == set(categories)
+
+
+def test_world_caster_built_once_per_scene_and_frames_match_a_fresh_build():
+    scene = sample_scene(
+        build_library("nocs", "camera_train", 0, 1), np.random.default_rng(5), 3, K, SIZE, objects_range=(3, 3)
+    )
+    noise = SensorNoise(enabled=False)
+    scene_module._world_caster_cache.clear()
+    in_order = [render_frame(scene, frame, K, SIZE, noise, np.random.default_rng(frame)) for frame in range(3)]
+    structure = scene_module.world_caster(scene)
+    assert scene_module.world_caster(scene) is structure  # reused, not rebuilt
+    for frame in (2, 0):  # oracle: the frame rendered with a structure built afresh for it alone
+        scene_module._world_caster_cache.clear()
+        alone = render_frame(scene, frame, K, SIZE, noise, np.random.default_rng(frame))
+        assert scene_module.world_caster(scene) is not structure
+        assert (alone.object_index >= 0).sum() > 100
+        for name in ("color", "depth", "object_index", "nocs"):
+            np.testing.assert_array_equal(getattr(alone, name), getattr(in_order[frame], name))

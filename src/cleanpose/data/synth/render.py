@@ -113,18 +113,50 @@ def projected_region(vertices: np.ndarray, intrinsics: np.ndarray, width: int, h
 
 
 class MeshCaster:
-    """Embree ray queries against one triangle mesh in the camera frame (built once, queried often)."""
+    """Embree ray queries against one triangle mesh in the camera frame (built once, queried often).
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+    By default the Embree structure is built from `vertices` themselves. With `search`, the caster
+    builds none and asks ``search`` (a `MeshCaster` of the *same faces* in another frame, e.g. the
+    world frame of a scene whose objects stay put while the camera moves) which triangle each ray
+    hits, after moving the rays into that frame with ``to_search``; everything else (hit points,
+    normals, barycentric coordinates) is still computed in float64 from `vertices`. Embree works in
+    float32, so the triangle found for a ray grazing an edge may differ from the one a structure
+    built in the camera frame would report (then a neighbouring triangle of the same surface).
+    """
+
+    def __init__(
+        self,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        search: MeshCaster | None = None,
+        to_search: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         """
         Args:
             vertices: (V, 3) float, camera frame, metres.
             faces: (F, 3) int, vertex indices.
+            search: optional caster of the same faces (same order) in another frame, queried instead of
+                building a structure here.
+            to_search: with `search`, ``(rotation (3, 3), translation (3,))`` mapping this frame into the
+                search frame: ``x_search = rotation @ x + translation``.
         """
         self.mesh = trimesh.Trimesh(
             np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), process=False
         )
-        self._intersector = _intersector(self.mesh) if len(self.mesh.faces) else None
+        if search is not None and len(search.mesh.faces) != len(self.mesh.faces):
+            raise ValueError("a search caster must hold the same faces as the mesh it searches for")
+        self._to_search = to_search if search is not None else None
+        if search is None:
+            self._intersector = _intersector(self.mesh) if len(self.mesh.faces) else None
+        else:
+            self._intersector = search._intersector
+
+    def _first_faces(self, origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        """(M,) int64 index of the first triangle hit by each ray (−1: none); rays in this caster's frame."""
+        if self._to_search is not None:
+            rotation, translation = self._to_search
+            origins, directions = origins @ rotation.T + translation, directions @ rotation.T
+        return np.asarray(self._intersector.intersects_first(origins, directions), dtype=np.int64)
 
     def first_hits(self, intrinsics: np.ndarray, width: int, height: int, region: np.ndarray | None = None) -> RayHits:
         """First hits of the pixel rays (see `cast_rays`)."""
@@ -137,7 +169,7 @@ class MeshCaster:
         barycentric = np.zeros_like(all_rays)
         if len(selected) and self._intersector is not None:
             rays = all_rays[selected]
-            found = np.asarray(self._intersector.intersects_first(np.zeros_like(rays), rays), dtype=np.int64)
+            found = self._first_faces(np.zeros_like(rays), rays)
             face[selected] = found
             hit = found >= 0
             corners = self.mesh.vertices[self.mesh.faces[found[hit]]]  # (M, 3, 3)
@@ -175,7 +207,7 @@ class MeshCaster:
         if self._intersector is None or len(origins) == 0:
             return np.zeros(len(origins), dtype=bool)
         directions = np.broadcast_to(np.asarray(direction, dtype=np.float64), origins.shape)
-        return np.asarray(self._intersector.intersects_any(origins, directions), dtype=bool)
+        return self._first_faces(origins, directions) >= 0
 
 
 def cast_rays(

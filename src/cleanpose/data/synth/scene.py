@@ -435,6 +435,34 @@ def _pattern(appearance: Appearance, first: np.ndarray, second: np.ndarray, thir
     return appearance.base[None] * (1 - weight[:, None]) + appearance.second[None] * weight[:, None]
 
 
+_world_caster_cache: list[tuple[SceneSpec, MeshCaster]] = []
+"""The world-frame caster of the last scene rendered in this process (see `world_caster`)."""
+
+
+def world_caster(scene: SceneSpec) -> MeshCaster:
+    """Embree structure of the scene's objects in the world frame, built once per scene and process.
+
+    The objects of a `SceneSpec` do not move between its frames (only the camera does), so one
+    world-frame structure serves every frame: `render_frame` moves its rays into the world frame
+    instead of rebuilding a structure from camera-frame vertices for each view. Faces are concatenated
+    in `scene.objects` order, as `render_frame` does. The cache holds the last scene only and matches it
+    by identity (``is``): a scene is frozen and the cache keeps it alive, so its id cannot be reused.
+    Frames differ from a per-frame camera-frame build only where Embree's float32 rounding picks
+    another triangle for a ray grazing an edge (see `MeshCaster`).
+    """
+    if _world_caster_cache and _world_caster_cache[0][0] is scene:
+        return _world_caster_cache[0][1]
+    vertex_blocks, face_blocks, offset = [], [], 0
+    for placed in scene.objects:
+        mesh = instance_shape(placed.instance).mesh
+        vertex_blocks.append(placed.scale * mesh.vertices @ placed.rotation.T + placed.translation)
+        face_blocks.append(mesh.faces + offset)
+        offset += len(mesh.vertices)
+    caster = MeshCaster(np.concatenate(vertex_blocks), np.concatenate(face_blocks))
+    _world_caster_cache[:] = [(scene, caster)]
+    return caster
+
+
 def _shadowed(
     caster: MeshCaster,
     points: np.ndarray,
@@ -562,7 +590,8 @@ def render_frame(
     caster = None
     if meshes:
         face_owner = np.concatenate(owners)
-        caster = MeshCaster(np.concatenate(vertex_blocks), np.concatenate(face_blocks))
+        to_world = (camera.rotation.T, -camera.rotation.T @ camera.translation)
+        caster = MeshCaster(np.concatenate(vertex_blocks), np.concatenate(face_blocks), world_caster(scene), to_world)
         hits = caster.first_hits(intrinsics, width, height, region)
         front = (hits.face >= 0) & (~seen | (hits.points[:, :, 2] < background))
         owner[front] = face_owner[hits.face[front]]
