@@ -772,6 +772,10 @@ class RunConfig:
     """Steps per epoch; 0 takes as many as the smallest source allows (drop_last), as HouseCat6D does."""
     checkpoint_every: int = field(default=1000, metadata={"min": 1})
     """Iterations between checkpoints (one is also written at every epoch end)."""
+    keep_every: int = field(default=0, metadata={"min": 0})
+    """Iterations between kept copies ``checkpoints/step_<step:06d>.pt`` of the checkpoint; 0 keeps none.
+    A run of more epochs passes through the state of a shorter run with the same settings, so a kept copy
+    is what that shorter run would have ended with (ablations at matched steps)."""
     log_every: int = field(default=50, metadata={"min": 1})
     """Iterations between loss logs (the only host synchronisation of the loop)."""
     micro_batches: int = field(default=1, metadata={"min": 1})

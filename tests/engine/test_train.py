@@ -168,3 +168,21 @@ def test_bf16_autocast_step_tracks_the_fp32_step(train_config_file, tmp_path, rg
     for key, value in losses["fp32"].items():
         if key.startswith("loss/"):
             assert losses["bf16"][key] == pytest.approx(value, rel=0.1, abs=2.5e-3), key
+
+
+def test_a_kept_checkpoint_equals_the_end_of_the_shorter_run(train_config_file, tmp_path):
+    # Ablations at matched steps compare a long run's kept checkpoint of step 3 with 3-step runs: the
+    # 2-epoch run must pass through exactly the state the 1-epoch run ends with.
+    config = train_config_file(run={"epochs": 2, "iterations_per_epoch": 3, "checkpoint_every": 2, "keep_every": 3})
+    short = load_config(config, TrainConfig, overrides=[f"run.out_dir={tmp_path / 'short'}", "run.epochs=1"])
+    train(short, quiet=True)
+    train(load_config(config, TrainConfig), quiet=True)
+    kept = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("step_*.pt"))
+    assert kept == ["step_000003.pt", "step_000006.pt"]
+    expected = read_checkpoint(tmp_path / "short" / "checkpoints" / "last.pt")
+    actual = read_checkpoint(tmp_path / "run" / "checkpoints" / "step_000003.pt")
+    assert actual["step"] == expected["step"] == 3
+    torch.testing.assert_close(actual["queue"], expected["queue"], rtol=0, atol=0)
+    for key, value in expected["model"].items():
+        torch.testing.assert_close(actual["model"][key], value, rtol=0, atol=0, msg=key)
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 6

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 LOSS_LOG = "losses.jsonl"
 METRIC_LOG = "metrics.jsonl"
 BEST_CHECKPOINT = "best.pt"
+KEPT_CHECKPOINT = "step_{step:06d}.pt"
 
 
 class HookBase:
@@ -81,11 +82,16 @@ def training_hooks(hooks: Sequence[HookBase]) -> Iterator[None]:
 
 
 class CheckpointHook(HookBase):
-    """Writes ``last.pt`` every `every` steps and at each epoch end (rank 0, atomic)."""
+    """Writes ``last.pt`` every `every` steps and at each epoch end (rank 0, atomic).
 
-    def __init__(self, path: Path, every: int):
+    With ``keep_every`` > 0 the checkpoint of every step that is a multiple of it is also written (atomically)
+    to ``step_<step:06d>.pt`` beside ``last.pt``, which later checkpoints do not overwrite.
+    """
+
+    def __init__(self, path: Path, every: int, keep_every: int = 0):
         self.path = path
         self.every = every
+        self.keep_every = keep_every
         self._saved_step = -1
 
     def _save(self) -> None:
@@ -104,8 +110,11 @@ class CheckpointHook(HookBase):
         distributed.barrier()
 
     def after_step(self, result) -> None:
-        if self.trainer.step % self.every == 0:
+        step = self.trainer.step
+        if step % self.every == 0 or (self.keep_every and step % self.keep_every == 0):
             self._save()
+        if self.keep_every and step % self.keep_every == 0 and distributed.is_main_process():
+            atomic_write_bytes(self.path.with_name(KEPT_CHECKPOINT.format(step=step)), self.path.read_bytes())
 
     def after_epoch(self) -> None:
         self._save()
@@ -412,7 +421,7 @@ def default_hooks(config, checkpoint_path: Path, *, quiet: bool) -> list[HookBas
     return [
         LossLogHook(out_dir, config.run.log_every),
         *validation,
-        CheckpointHook(checkpoint_path, config.run.checkpoint_every),
+        CheckpointHook(checkpoint_path, config.run.checkpoint_every, config.run.keep_every),
         SkipReportHook(),
         ProgressHook(quiet),
         LossCurveHook(out_dir),
