@@ -175,9 +175,9 @@ class GraphedEvalForward:
             queue_random_state: legacy NumPy generator of the default queue draw.
 
         Returns:
-            The forward's output dict (keys, shapes and units of :meth:`CleanPoseNet.forward` in eval mode),
-            made of this key's static output tensors (inference tensors): the next call with the same key
-            overwrites them, so clone what you keep.
+            A new dict of the forward's outputs (keys, shapes and units of :meth:`CleanPoseNet.forward` in
+            eval mode) holding this key's static output tensors (inference tensors): the next call with the
+            same key overwrites them, so clone what you keep.
 
         Raises:
             ValueError: the model is in training mode; bad inputs (:func:`graph_key`) or a bad ``queue_idx``
@@ -197,7 +197,7 @@ class GraphedEvalForward:
             else:
                 self._copy_in(captured, inputs, queue_idx)
             captured.graph.replay()
-        return captured.outputs
+        return dict(captured.outputs)
 
     def _queue_draw(
         self, queue_idx: torch.Tensor | None, random_state: np.random.RandomState | None
