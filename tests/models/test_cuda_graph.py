@@ -170,6 +170,8 @@ def test_graph_key_refuses_what_the_static_buffers_cannot_hold():
         graph_key(dict(batch, pts=batch["pts"].double()), None, "fp32")
     with pytest.raises(ValueError, match="choose has dtype torch.float32; expected an integer"):
         graph_key(dict(batch, choose=batch["choose"].float()), None, "fp32")
+    with pytest.raises(ValueError, match="queue_idx holds 2 per-object draws; the batch has 3"):
+        graph_key(batch, torch.stack([_queue_idx()] * 2), "fp32")
     with pytest.raises(ValueError, match="lacks choose"):
         graph_key({key: value for key, value in batch.items() if key != "choose"}, None, "fp32")
 

@@ -81,8 +81,9 @@ def graph_key(batch: Mapping[str, torch.Tensor], queue_idx: torch.Tensor | None,
 
     Raises:
         ConfigError: an unknown precision.
-        ValueError: missing keys or inconsistent shapes (as the forward), float inputs that are not float32
-            or index inputs that are not integer (the static buffers are float32 and int64).
+        ValueError: missing keys or inconsistent shapes (as the forward, per-object draws included), float
+            inputs that are not float32 or index inputs that are not integer (the static buffers are float32
+            and int64).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"GraphedEvalForward: precision {precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
@@ -94,6 +95,8 @@ def graph_key(batch: Mapping[str, torch.Tensor], queue_idx: torch.Tensor | None,
         if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
             raise ValueError(f"GraphedEvalForward: {name} has dtype {tensor.dtype}; expected an integer dtype")
     batch_size, num_points, _ = points.shape
+    if queue_idx is not None and queue_idx.dim() == 3 and queue_idx.shape[0] != batch_size:
+        raise ValueError(f"queue_idx holds {queue_idx.shape[0]} per-object draws; the batch has {batch_size}")
     dims = 0 if queue_idx is None else queue_idx.dim()
     return GraphKey(batch_size, num_points, rgb.shape[2], rgb.shape[3], precision, dims)
 
