@@ -7,7 +7,9 @@ forward, outputs back: "net"). The network is the reference-size CleanPose (DINO
 weights unless --checkpoint is given; 224 px crops, 1024 points). The time of the hole filling alone
 (`fill_missing`, part of preprocessing) is printed too.
 
-Run from the repository root:  python -m benchmarks.bench_predict [--device cuda] [--repeats N]
+Run from the repository root:  python -m benchmarks.bench_predict [--device cuda] [--cuda-graph] [--repeats N]
+(``--cuda-graph``: the network replayed from a CUDA graph per object count, captured in the warm-up run; the
+CPU ignores it.)
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ def synthetic_frame(num_objects: int, seed: int = 0) -> Frame:
 
 def build_predictor(args) -> Predictor:
     if args.checkpoint:
-        return Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+        return Predictor.from_checkpoint(
+            args.checkpoint, device=args.device, precision=args.precision, cuda_graph=args.cuda_graph
+        )
     model = CleanPoseNet(ModelConfig(rgb=RgbBackboneConfig(random_init=True)), load_rgb_weights=False)
     queue = model.queue.features
     model.queue.fill(torch.randn(queue.shape, generator=torch.Generator().manual_seed(0)))
-    return Predictor(model, device=args.device, precision=args.precision)
+    return Predictor(model, device=args.device, precision=args.precision, cuda_graph=args.cuda_graph)
 
 
 def time_frame(predictor: Predictor, frame: Frame, repeats: int) -> dict[str, float]:
@@ -78,6 +82,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 5, 20], help="objects per frame")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per size (the median is reported)")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of random weights")
+    parser.add_argument("--cuda-graph", action="store_true", help="the net from CUDA graphs (CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:

@@ -1,7 +1,7 @@
 """Our whole training step and eval forward, timed as ../shared/refbench times the reference (issue 17).
 
 Usage (from the repository root):
-    python -m benchmarks.bench_train --device cuda [--precision bf16] [--profile DIR] [--json out.json]
+    python -m benchmarks.bench_train --device cuda [--precision bf16] [--cuda-graph] [--profile DIR] [--json out.json]
     OMP_NUM_THREADS=2 python -m benchmarks.bench_train --device cpu --batch 3 1 --warmup 1 --steps 2 --infer 1
 
 The step is ``Trainer.run_step`` at the reference's size (``configs/nocs.yaml``: frozen DINOv2 ViT-S/14 with
@@ -11,7 +11,10 @@ forward with augmentation, queue draw and teacher, loss, backward, queue push, o
 ``torch.cuda.synchronize()`` before and after each step, host clock; ``--warmup`` untimed steps, then the
 median, p10 and p90 of ``--steps`` timed ones, rotating through 4 distinct batches; peak tensor memory of the
 timed steps. ``--infer N ...``: the eval-mode forward (``torch.inference_mode``) of one frame of N objects,
-timed the same way (``--infer-iters``). ``--profile DIR``: a ``torch.profiler`` trace of one step
+timed the same way (``--infer-iters``); with ``--cuda-graph`` also replayed from a CUDA graph
+(``cleanpose.models.cuda_graph.GraphedEvalForward``: host queue draw, copy into the static buffers, replay; the
+capture happens in the warm-up), and the graph's outputs checked bit for bit against the eager forward's on one
+queue draw. ``--profile DIR``: a ``torch.profiler`` trace of one step
 (``trace.json.gz``, summarise with ../shared/refbench/trace_top.py) and the forward device time of each
 top-level module (``modules.json``). ``--count-syncs``: host synchronisations of one step, counted by
 ``torch.cuda.set_sync_debug_mode('warn')``.
@@ -28,6 +31,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.bench_model import training_batch
@@ -35,6 +39,7 @@ from benchmarks.timing import PeakMemory, device_name, summarize_ms, synchronize
 from cleanpose.config import TrainConfig, load_config
 from cleanpose.engine.train import Trainer, build_loss, build_optimizer
 from cleanpose.models import CleanPoseNet
+from cleanpose.models.cuda_graph import GraphedEvalForward
 from cleanpose.models.distillation import PointBERTTeacher
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nocs.yaml"
@@ -86,11 +91,16 @@ def time_steps(trainer: Trainer, steps: list, warmup: int, timed: int) -> tuple[
     return times, memory.stop()
 
 
-def time_inference(model: CleanPoseNet, args, objects: int, device: torch.device) -> tuple[list[float], int]:
-    """Milliseconds of each eval-mode forward of one frame of ``objects`` objects, and peak memory."""
+def inference_frame(model: CleanPoseNet, args, objects: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The network inputs of one frame of ``objects`` objects, on ``device``."""
     generator = torch.Generator().manual_seed(args.seed + 11)
     frame = training_batch(generator, objects, args.points, model.config.num_categories, torch.device("cpu"))
-    frame = {key: frame[key].to(device) for key in ("rgb", "pts", "choose", "category_label")}
+    return {key: frame[key].to(device) for key in ("rgb", "pts", "choose", "category_label")}
+
+
+def time_inference(model: CleanPoseNet, args, objects: int, device: torch.device) -> tuple[list[float], int]:
+    """Milliseconds of each eval-mode forward of one frame of ``objects`` objects, and peak memory."""
+    frame = inference_frame(model, args, objects, device)
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     memory = PeakMemory(device)
@@ -99,6 +109,28 @@ def time_inference(model: CleanPoseNet, args, objects: int, device: torch.device
         memory.start()
         times = time_calls(lambda: model(frame), device, repeat=args.infer_iters, warmup=0)
     return times, memory.stop()
+
+
+def time_graphed_inference(
+    model: CleanPoseNet, args, objects: int, device: torch.device
+) -> tuple[list[float], int, bool]:
+    """:func:`time_inference` replayed from a CUDA graph: milliseconds of each call, the peak memory (capture
+    included) and whether the graph's outputs equal the eager forward's bit for bit on one queue draw."""
+    frame = inference_frame(model, args, objects, device)
+    model.eval()
+    graphed = GraphedEvalForward(model)
+    memory = PeakMemory(device)
+    memory.start()
+    time_calls(lambda: graphed(frame, precision=args.precision), device, repeat=0, warmup=args.infer_warmup)
+    times = time_calls(lambda: graphed(frame, precision=args.precision), device, repeat=args.infer_iters, warmup=0)
+    peak = memory.stop()
+    queue_idx = model.queue.sample_indices(model.config.front_door.num_queue_samples, np.random.RandomState(args.seed))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), autocast:
+        eager = model(frame, queue_idx=queue_idx)
+    replayed = graphed(frame, queue_idx, precision=args.precision)
+    identical = eager.keys() == replayed.keys() and all(torch.equal(replayed[key], eager[key]) for key in eager)
+    return times, peak, identical
 
 
 def count_syncs(trainer: Trainer, steps: list) -> int:
@@ -177,12 +209,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--infer", type=int, nargs="*", default=[5, 1, 40], help="objects per inference frame")
     parser.add_argument("--infer-warmup", type=int, default=10)
     parser.add_argument("--infer-iters", type=int, default=50)
+    parser.add_argument("--cuda-graph", action="store_true", help="also time the inference replayed from a CUDA graph")
     parser.add_argument("--profile", type=Path, default=None, help="folder for the profile of one step")
     parser.add_argument("--count-syncs", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        parser.error(f"--cuda-graph needs a CUDA device (CUDA graphs); got --device {args.device}")
+    return args
 
 
 def main(argv=None) -> None:
@@ -205,6 +241,11 @@ def main(argv=None) -> None:
         times, peak = time_inference(trainer.network, args, objects, device)
         report[f"infer_{objects}_ms"] = summarize_ms(times)
         report[f"infer_{objects}_peak_mib"] = peak / 2**20
+        if args.cuda_graph:
+            times, peak, identical = time_graphed_inference(trainer.network, args, objects, device)
+            report[f"infer_{objects}_graph_ms"] = summarize_ms(times)
+            report[f"infer_{objects}_graph_peak_mib"] = peak / 2**20
+            report[f"infer_{objects}_graph_identical"] = identical
     line = (
         f"ours {args.precision} {report['device']}: step median {report['train_step_ms']['median']:.1f} ms "
         f"(p10 {report['train_step_ms']['p10']:.1f}, p90 {report['train_step_ms']['p90']:.1f}), "
@@ -212,6 +253,10 @@ def main(argv=None) -> None:
     )
     for objects in args.infer:
         line += f"; infer {objects} obj {report[f'infer_{objects}_ms']['median']:.1f} ms"
+        if args.cuda_graph:
+            graphed = report[f"infer_{objects}_graph_ms"]["median"]
+            identical = report[f"infer_{objects}_graph_identical"]
+            line += f" (CUDA graph {graphed:.1f} ms, {'bit-identical' if identical else 'OUTPUTS DIFFER'})"
     if "host_syncs_per_step" in report:
         line += f"; host syncs/step {report['host_syncs_per_step']}"
     print(json.dumps(report, indent=1, default=str))

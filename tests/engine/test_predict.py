@@ -421,3 +421,36 @@ def test_reduced_precision_tracks_fp32(trained, predictor, synth_root, precision
     ):
         np.testing.assert_allclose(low.translation, full.translation, atol=0.02)
         np.testing.assert_allclose(low.size, full.size, rtol=0.1)
+
+
+def _assert_same_poses(got, expected):
+    """Every object's reason and pose fields equal, bit for bit."""
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert (a.instance, a.category, a.reason, a.num_points) == (b.instance, b.category, b.reason, b.num_points)
+        for name in ("rotation", "translation", "size", "corners"):
+            if getattr(b, name) is None:
+                assert getattr(a, name) is None, name
+            else:
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_cuda_graph_option_falls_back_to_the_network_on_the_cpu(trained, predictor, synth_root):
+    fallback = Predictor.from_checkpoint(trained[0], device="cpu", cuda_graph=True)
+    assert fallback.graphed is None and predictor.graphed is None
+    rgb, depth, mask, labels = _frame_arrays(synth_root)
+    expected = predictor(rgb, depth, nocs.REAL_INTRINSICS, mask, labels)
+    assert any(pose.rotation is not None for pose in expected)
+    _assert_same_poses(fallback(rgb, depth, nocs.REAL_INTRINSICS, mask, labels), expected)
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_poses_equal_the_plain_network_on_cuda(trained, synth_root, precision):
+    plain = Predictor.from_checkpoint(trained[0], device="cuda", precision=precision)
+    graphed = Predictor.from_checkpoint(trained[0], device="cuda", precision=precision, cuda_graph=True)
+    frames = [_frame_arrays(synth_root, prefix) for prefix in ("real/test/scene_1/0000", FRAME)]
+    for rgb, depth, mask, labels in frames * 2:  # the repeat replays the graphs captured in the first pass
+        expected = plain(rgb, depth, nocs.REAL_INTRINSICS, mask, labels)
+        _assert_same_poses(graphed(rgb, depth, nocs.REAL_INTRINSICS, mask, labels), expected)
+    assert graphed.graphed is not None and len(graphed.graphed.keys) >= 1

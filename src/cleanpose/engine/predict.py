@@ -33,6 +33,7 @@ from cleanpose.data.sample import MIN_TEST_POINTS, InstanceSkipped, build_instan
 from cleanpose.engine.train import resolve_device
 from cleanpose.errors import CheckpointError, DataFormatError
 from cleanpose.geometry import box_corners
+from cleanpose.models.cuda_graph import GraphedEvalForward
 from cleanpose.models.net import CleanPoseNet
 from cleanpose.models.state import load_file
 
@@ -213,6 +214,10 @@ class Predictor:
         num_points: points per object (1024 in the reference).
         categories: category names in class order; default from the number of categories.
         seed: key of the default generators.
+        cuda_graph: on a CUDA device, replay the network's forward from a CUDA graph per object count
+            (`cleanpose.models.cuda_graph.GraphedEvalForward`: the same poses, bit for bit, without the
+            per-kernel launch cost; the first frame of each object count is slower: warm-up and capture).
+            Ignored on the CPU, which runs the network itself.
     """
 
     def __init__(
@@ -225,6 +230,7 @@ class Predictor:
         num_points: int = 1024,
         categories: Sequence[str] | None = None,
         seed: int = 0,
+        cuda_graph: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -235,6 +241,9 @@ class Predictor:
         self.num_points = int(num_points)
         self.categories = tuple(categories) if categories else category_names(model.config.num_categories)
         self.seed = int(seed)
+        self.graphed = GraphedEvalForward(self.model) if cuda_graph and self.device.type == "cuda" else None
+        if cuda_graph and self.graphed is None:
+            logger.info("Predictor: no CUDA graphs on %s; the network runs without", self.device)
 
     @classmethod
     def from_checkpoint(
@@ -248,6 +257,7 @@ class Predictor:
         image_size: int | None = None,
         num_points: int | None = None,
         seed: int = 0,
+        cuda_graph: bool = False,
     ) -> Predictor:
         """A predictor from a cleanpose checkpoint or an official CleanPose/AG-Pose one (converted in memory).
 
@@ -256,7 +266,7 @@ class Predictor:
 
         Args:
             path: checkpoint file.
-            device, precision, seed: see the class.
+            device, precision, seed, cuda_graph: see the class.
             official_config: reference YAML of an official checkpoint (default: inferred from its keys).
             official_queue: the official ``tensor_list.pkl`` queue (CleanPose needs one for its front door).
             image_size, num_points: override the stored (or reference) crop side and point count.
@@ -285,6 +295,7 @@ class Predictor:
             num_points=num_points,
             categories=names,
             seed=seed,
+            cuda_graph=cuda_graph,
         )
 
     def __call__(
@@ -428,13 +439,16 @@ class Predictor:
         """
         if batch["pts"].shape[0] == 0:
             return {"rotation": np.zeros((0, 3, 3)), "translation": np.zeros((0, 3)), "size": np.zeros((0, 3))}
-        inputs = {key: value.to(self.device) for key, value in batch.items()}
         if queue_idx is None and self.model.config.use_front_door:
             queue_idx = self.model.queue.sample_indices(
                 self.model.config.front_door.num_queue_samples, legacy_random_state([self.seed, 0])
             )
-        with self._autocast():
-            outputs = self.model(inputs, queue_idx=queue_idx)
+        if self.graphed is not None:  # uploads the CPU batch itself, through pinned memory
+            outputs = self.graphed(batch, queue_idx, precision=self.precision)
+        else:
+            inputs = {key: value.to(self.device) for key, value in batch.items()}
+            with self._autocast():
+                outputs = self.model(inputs, queue_idx=queue_idx)
         return {
             "rotation": outputs["pred_rotation"].double().cpu().numpy(),
             "translation": outputs["pred_translation"].double().cpu().numpy(),

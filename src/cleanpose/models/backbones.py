@@ -151,7 +151,9 @@ def bilinear_sample_at_pixels(
     rows, cols = choose // out_w, choose % out_w
 
     def axis(dst: torch.Tensor, in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scale = torch.tensor(in_size / out_size, dtype=feature_map.dtype, device=feature_map.device)
+        # The ratio rounded to the map's dtype, kept on the host: an exact Python scalar gives the same products
+        # as a 0-dim device tensor without an upload per call (which a CUDA-graph capture forbids).
+        scale = torch.tensor(in_size / out_size, dtype=feature_map.dtype).item()
         src = (scale * (dst.to(feature_map.dtype) + 0.5) - 0.5).clamp_min(0)
         low = src.long()
         high = torch.clamp(low + 1, max=in_size - 1)

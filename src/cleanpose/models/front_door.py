@@ -13,6 +13,9 @@ per-category confounder dictionary, so that the prediction is less tied to the v
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -149,6 +152,8 @@ class ConfounderQueue(nn.Module):
         self.register_buffer("filled", torch.tensor(False))
         # Host-side copy of `filled`, so that checking it in every forward does not sync with the device.
         self._filled_on_host = False
+        # False inside `trusted_indices`: `draw` then skips the value check of a given queue_idx (a device sync).
+        self._check_index_values = True
         self.register_load_state_dict_post_hook(ConfounderQueue._sync_filled_flag)
 
     @classmethod
@@ -252,11 +257,25 @@ class ConfounderQueue(nn.Module):
                 queue_idx = queue_idx.pin_memory()
             queue_idx = queue_idx.to(device, non_blocking=True)
         else:
-            queue_idx = self._check_queue_idx(queue_idx, num_samples).to(device)
+            queue_idx = self.check_indices(queue_idx, num_samples, values=self._check_index_values).to(device)
         rows = torch.arange(self.num_categories, device=device).unsqueeze(1)
         return self.features[rows, queue_idx]
 
-    def _check_queue_idx(self, queue_idx: torch.Tensor, num_samples: int) -> torch.Tensor:
+    def check_indices(self, queue_idx: torch.Tensor, num_samples: int, *, values: bool = True) -> torch.Tensor:
+        """``queue_idx`` as int64 after checking its shape, dtype and (with ``values``) its range.
+
+        Args:
+            queue_idx: (C, S) or (B, C, S) integer tensor, any device (see :meth:`draw`).
+            num_samples: S.
+            values: also check that every entry lies in [0, Q); this reads two numbers back to the host
+                (a device synchronisation for a CUDA tensor, none for a CPU one).
+
+        Returns:
+            ``queue_idx`` as int64, same device.
+
+        Raises:
+            ValueError: wrong shape or dtype, or (with ``values``) an entry outside [0, Q).
+        """
         expected = (self.num_categories, num_samples)
         if tuple(queue_idx.shape[-2:]) != expected or queue_idx.dim() not in (2, 3):
             raise ValueError(
@@ -265,6 +284,8 @@ class ConfounderQueue(nn.Module):
             )
         if queue_idx.dtype.is_floating_point or queue_idx.dtype.is_complex or queue_idx.dtype == torch.bool:
             raise ValueError(f"queue_idx has dtype {queue_idx.dtype}; expected an integer dtype (int64)")
+        if not values:
+            return queue_idx.long()
         # Reads two values back to the host: only on this caller-supplied (fidelity/eval) path, never in training.
         low, high = int(queue_idx.min()), int(queue_idx.max())
         if low < 0 or high >= self.queue_length:
@@ -272,6 +293,24 @@ class ConfounderQueue(nn.Module):
                 f"queue_idx values span [{low}, {high}]; expected indices in [0, {self.queue_length}) (queue length)"
             )
         return queue_idx.long()
+
+    @contextlib.contextmanager
+    def trusted_indices(self) -> Iterator[None]:
+        """Within this context :meth:`draw` checks a given ``queue_idx``'s shape and dtype but not its values.
+
+        The value check reads the indices' minimum and maximum back to the host, a device synchronisation for
+        CUDA indices, which a CUDA-graph capture forbids. The caller checks every draw itself before it
+        reaches the device (:class:`~cleanpose.models.cuda_graph.GraphedEvalForward` checks the host-side
+        indices with :meth:`check_indices` before copying them into its static buffer); out-of-range
+        indices inside this context are not caught (negative ones count from the end, as in indexing).
+        The previous setting is restored on exit.
+        """
+        previous = self._check_index_values
+        self._check_index_values = False
+        try:
+            yield
+        finally:
+            self._check_index_values = previous
 
     @torch.no_grad()
     def push(self, categories: torch.Tensor, pooled: torch.Tensor) -> None:
