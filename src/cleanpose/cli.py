@@ -621,6 +621,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         args.checkpoint,
         device=args.device,
         precision=args.precision,
+        cuda_graph=args.cuda_graph,
         official_config=args.official_config,
         official_queue=args.official_queue,
     )
@@ -688,6 +689,11 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="CUDA: replay the network from a CUDA graph per object count (same poses, less launch overhead)",
+    )
     parser.add_argument("--official-config", metavar="REF.yaml", help="reference config of an official checkpoint")
     parser.add_argument("--official-queue", metavar="QUEUE.pkl", help="reference queue of an official checkpoint")
     parser.set_defaults(handler=_run_predict)

@@ -135,12 +135,14 @@ def _changed_pixels(overlay_bgr, rgb):
     return np.any(overlay_bgr != cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), axis=2)
 
 
-def test_cli_writes_schema_and_overlay_and_equals_the_python_api(trained, predictor, synth_root, tmp_path):
+@pytest.mark.parametrize("graph_flag", [[], ["--cuda-graph"]])  # on the CPU the flag runs the network itself
+def test_cli_writes_schema_and_overlay_and_equals_the_python_api(trained, predictor, synth_root, tmp_path, graph_flag):
     rgb_path, depth_path, mask_path, meta_path = _frame_files(synth_root)
     status = main(
         [
             "--quiet",
             "predict",
+            *graph_flag,
             "--checkpoint",
             str(trained[0]),
             "--rgb",

@@ -161,3 +161,15 @@ def test_resampled_matches_equal_evaluating_the_resampled_list(tie_order):
     np.testing.assert_array_equal(100 * iou_ap, expected.iou_ap)
     np.testing.assert_array_equal(100 * aa_ap, expected.axis_aligned_iou_ap)
     np.testing.assert_array_equal(100 * pose_ap, expected.pose_ap)
+
+
+def test_runs_are_named_by_the_fewest_path_parts_that_differ(tmp_path):
+    # Test folders of several runs are all called "test": the names keep as many parent folders as needed.
+    paths = [tmp_path / "synth" / "full" / "test", tmp_path / "synth" / "ag" / "test", tmp_path / "other" / "run1"]
+    for index, path in enumerate(paths):
+        path.mkdir(parents=True)
+        _run(path, BASE, _config(1e-3 * (index + 1), 0))
+    metrics_file = tmp_path / "synth" / "full" / "test" / "metrics.json"
+    comparison = compare_runs([*paths, metrics_file])
+    whole = str(paths[0]).lstrip("/")  # given twice (folder and its metrics.json): the whole path, one group
+    assert [group.runs for group in comparison.groups] == [(whole, whole), ("ag/test",), ("run1",)]

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ class RunGroup:
     label: str
     """Name of the group's first run (``+ n seeds`` in tables when n > 1)."""
     runs: tuple[str, ...]
-    """Names of the runs (their folder names)."""
+    """Names of the runs (the fewest trailing parts of their paths that differ between runs)."""
     values: np.ndarray
     """(n, C) float64 AP × 100 of each run and column of ``COLUMNS``; NaN where undefined."""
 
@@ -104,12 +104,30 @@ def _read_run(path: str | Path) -> _Run:
             if isinstance(config, dict) and isinstance(config.get(section), dict):
                 config[section].pop(key, None)
     archive = folder / "results.npz"
+    named = folder if path.is_dir() or path.name == "metrics.json" else path.with_suffix("")
     return _Run(
-        folder.name if path.is_dir() or path.name == "metrics.json" else path.stem,
+        "/".join(part for part in named.parts if part not in ("", "/")),
         document,
         config,
         archive if archive.is_file() else None,
     )
+
+
+def _shortest_unique_names(runs: list[_Run]) -> list[_Run]:
+    """Each run named by the fewest trailing parts of its path that tell it from the other runs.
+
+    ``a/full/test`` and ``a/ag/test`` become ``full/test`` and ``ag/test``; ``x/run1`` stays ``run1``. A path
+    given twice keeps its whole path.
+    """
+    parts = [run.name.split("/") for run in runs]
+    depth = [1] * len(runs)
+    while True:
+        names = ["/".join(part[-k:]) for part, k in zip(parts, depth)]
+        clashing = [i for i, name in enumerate(names) if names.count(name) > 1 and depth[i] < len(parts[i])]
+        if not clashing:
+            return [replace(run, name=name) for run, name in zip(runs, names)]
+        for i in clashing:
+            depth[i] += 1
 
 
 def _values(document: dict) -> np.ndarray:
@@ -187,7 +205,7 @@ def compare_runs(
         raise ConfigError("name at least one run (a test folder or a metrics.json)")
     if bootstrap < 0:
         raise ConfigError(f"--bootstrap must be >= 0; got {bootstrap}")
-    runs = [_read_run(path) for path in paths]
+    runs = _shortest_unique_names([_read_run(path) for path in paths])
     missing = [run.name for run in runs if run.archive is None]
     if bootstrap and missing:
         raise ConfigError(
