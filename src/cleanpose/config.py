@@ -707,6 +707,11 @@ class DataConfig:
     """DataLoader worker processes per source."""
     depth_cache_dir: str | None = None
     """Folder for the on-disk cache of filled depth maps; None keeps an in-memory cache only."""
+    decoded_cache_dir: str | None = None
+    """Folder for the on-disk cache of decoded training colour and mask images (uncompressed ``.npy``, read
+    memory-mapped: a sample then decodes no PNG and reads only its crop window; samples are bit-identical).
+    About 1.2 MB per 640 × 480 frame (REAL train ≈ 5 GB, CAMERA train ≈ 340 GB); None (default) decodes every
+    time. Entries are keyed by path, modification time and size, so an edited image is decoded again."""
     test_split: Literal["real", "camera", "housecat6d"] = field(
         default="real", metadata={"choices": ("real", "camera", "housecat6d")}
     )

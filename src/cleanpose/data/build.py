@@ -17,6 +17,7 @@ from cleanpose.data.datasets import (
     NocsTestDataset,
     NocsTrainingDataset,
 )
+from cleanpose.data.decoded_cache import DecodedFrameCache
 from cleanpose.data.depth_cache import FilledDepthCache
 from cleanpose.data.skips import SkipCounter
 
@@ -25,12 +26,19 @@ def build_training_datasets(config: TrainConfig) -> list[Dataset]:
     """One dataset per source, in batch order (NOCS: ``data.sources``; HouseCat6D: one).
 
     The datasets share one filled-depth cache (256 frames in memory, ``data.depth_cache_dir`` on
-    disk) and one skip counter.
+    disk), one decoded colour/mask cache (``data.decoded_cache_dir``, off by default) and one skip counter.
     """
     data, seed = config.data, config.run.seed
     cache = FilledDepthCache(data.depth_cache_dir, max_items=256)
     skips = SkipCounter()
-    common = dict(image_size=data.image_size, num_points=data.num_points, seed=seed, depth_cache=cache, skips=skips)
+    common = dict(
+        image_size=data.image_size,
+        num_points=data.num_points,
+        seed=seed,
+        depth_cache=cache,
+        skips=skips,
+        decoded_cache=DecodedFrameCache(data.decoded_cache_dir),
+    )
     if data.format == "housecat6d":
         return [HouseCat6DTrainingDataset(data.root, **common)]
     return [

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from cleanpose.data.augment import as_random_source
 from cleanpose.data.collate import stack_instances
+from cleanpose.data.decoded_cache import DecodedFrameCache
 from cleanpose.data.depth_cache import FilledDepthCache
 from cleanpose.data.formats import housecat6d, nocs, segmentation
 from cleanpose.data.formats.encoding import read_color, read_mask, read_meta
@@ -48,12 +49,13 @@ def _check_same_size(shapes: dict[str, tuple[int, ...]]) -> None:
         raise DataFormatError(f"frame images differ in size (rows x cols): {listing}")
 
 
-def _color_reader(path: Path, mask_path: Path, mask_shape: tuple[int, ...]):
-    """A function reading a training colour image: unreadable → `InstanceSkipped`, other size → error."""
+def _color_reader(path: Path, mask_path: Path, mask_shape: tuple[int, ...], read_rgb=read_color):
+    """A function reading a training colour image with `read_rgb`: unreadable → `InstanceSkipped`, other
+    size → error."""
 
     def read() -> np.ndarray:
         try:
-            rgb = read_color(path)
+            rgb = read_rgb(path)
         except DataFormatError as error:
             raise InstanceSkipped("unreadable_color", str(error)) from error
         _check_same_size({path: rgb.shape, mask_path: mask_shape})
@@ -116,6 +118,7 @@ class NocsTrainingDataset(_TrainingBase):
         seed: run seed.
         depth_cache: filled-depth cache (default: none, fill every time).
         skips: shared skip counter (default: a new one; read it via ``dataset.skips``).
+        decoded_cache: decoded colour/mask cache (default: none, decode every time).
         relabel_mugs: apply SPD's mug relabel (`nocs.relabel_mug`, from ``obj_models/mug_meta.pkl``)
             so mug labels match their shifted point models (docs/data_formats.md P6). Off by default: the
             reference trains on the unrelabeled DPDN labels.
@@ -134,6 +137,7 @@ class NocsTrainingDataset(_TrainingBase):
         depth_cache: FilledDepthCache | None = None,
         skips: SkipCounter | None = None,
         relabel_mugs: bool = False,
+        decoded_cache: DecodedFrameCache | None = None,
     ) -> None:
         self.root = Path(root)
         self.source = source
@@ -150,6 +154,7 @@ class NocsTrainingDataset(_TrainingBase):
         self.stream = STREAMS[source]
         self.depth_cache = depth_cache if depth_cache is not None else FilledDepthCache()
         self.skips = skips if skips is not None else SkipCounter()
+        self.decoded_cache = decoded_cache if decoded_cache is not None else DecodedFrameCache()
         self.mug_meta = nocs.read_mug_meta(self.root / nocs.MUG_META_FILE) if relabel_mugs else None
         self._frame_indices: dict[int, np.ndarray] = {}
         self.epoch = 0
@@ -209,7 +214,7 @@ class NocsTrainingDataset(_TrainingBase):
         label_file = nocs.frame_path(self.root, prefix, "_label.pkl")
         label = nocs.read_label(label_file)
         mask_file = nocs.frame_path(self.root, prefix, "_mask.png")
-        mask = read_mask(mask_file)
+        mask = self.decoded_cache.mask(mask_file)
         _check_same_size({depth_file: depth.shape, mask_file: mask.shape})
 
         instance = int(rng.integers(0, len(label)))
@@ -220,7 +225,7 @@ class NocsTrainingDataset(_TrainingBase):
                 self.intrinsics,
                 mask == label.instance_ids[instance],
                 label.bboxes[instance],
-                _color_reader(color_file, mask_file, mask.shape),
+                _color_reader(color_file, mask_file, mask.shape, self.decoded_cache.color),
                 int(label.class_ids[instance]) - 1,
                 num_points=self.num_points,
                 image_size=self.image_size,
@@ -244,7 +249,7 @@ class HouseCat6DTrainingDataset(_TrainingBase):
 
     Args:
         root: dataset root holding ``scene*/``.
-        image_size, num_points, seed, depth_cache, skips: as in `NocsTrainingDataset`.
+        image_size, num_points, seed, depth_cache, skips, decoded_cache: as in `NocsTrainingDataset`.
     """
 
     def __init__(
@@ -256,6 +261,7 @@ class HouseCat6DTrainingDataset(_TrainingBase):
         seed: int = 0,
         depth_cache: FilledDepthCache | None = None,
         skips: SkipCounter | None = None,
+        decoded_cache: DecodedFrameCache | None = None,
     ) -> None:
         self.root = Path(root)
         self.frames = [
@@ -269,6 +275,7 @@ class HouseCat6DTrainingDataset(_TrainingBase):
         self.stream = STREAMS["housecat6d"]
         self.depth_cache = depth_cache if depth_cache is not None else FilledDepthCache()
         self.skips = skips if skips is not None else SkipCounter()
+        self.decoded_cache = decoded_cache if decoded_cache is not None else DecodedFrameCache()
         self._intrinsics: dict[Path, np.ndarray] = {}
         self.epoch = 0
 
@@ -289,9 +296,9 @@ class HouseCat6DTrainingDataset(_TrainingBase):
         intrinsics = self.intrinsics(frame)
         depth = self.depth_cache.filled_depth(frame.depth_path)
         label = housecat6d.read_label(frame.label_path)
-        mask = read_mask(frame.instance_path)
+        mask = self.decoded_cache.mask(frame.instance_path)
         _check_same_size({frame.depth_path: depth.shape, frame.instance_path: mask.shape})
-        read_rgb = _color_reader(frame.color_path, frame.instance_path, mask.shape)
+        read_rgb = _color_reader(frame.color_path, frame.instance_path, mask.shape, self.decoded_cache.color)
 
         instance = int(rng.integers(0, len(label)))
         remaining = None

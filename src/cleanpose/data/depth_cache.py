@@ -18,6 +18,20 @@ from cleanpose.fileio import atomic_writer
 logger = logging.getLogger(__name__)
 
 
+def source_key(path: Path, what: str) -> str:
+    """Cache key of a source file: SHA-1 hex of its resolved path, modification time (ns) and size.
+
+    Raises:
+        DataFormatError: the file (a `what` file, e.g. "depth") does not exist.
+    """
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: {what} file not found") from None
+    text = f"{path.resolve()}|{status.st_mtime_ns}|{status.st_size}"
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 class FilledDepthCache:
     """`fill_missing` output per depth file, cached in memory (LRU) and optionally on disk.
 
@@ -37,14 +51,6 @@ class FilledDepthCache:
         self.max_items = max_items
         self._memory: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
 
-    def _key(self, path: Path) -> str:
-        try:
-            status = path.stat()
-        except FileNotFoundError:
-            raise DataFormatError(f"{path}: depth file not found") from None
-        text = f"{path.resolve()}|{status.st_mtime_ns}|{status.st_size}"
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
     def filled_depth(self, path: str | os.PathLike) -> np.ndarray:
         """(H, W) float32 millimetres: `fill_missing` of the decoded depth file.
 
@@ -54,7 +60,7 @@ class FilledDepthCache:
         path = Path(path)
         if self.cache_dir is None and self.max_items == 0:
             return fill_missing(read_depth(path))
-        key = self._key(path)
+        key = source_key(path, "depth")
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
