@@ -77,7 +77,8 @@ def main() -> None:
                     cached[index]  # fill the disk caches
                 rates[name] = _rate(cached, args.samples)
                 _check_equal(plain, cached, min(8, args.samples))
-            print(f"{source:6s}: " + "; ".join(f"{name} {rate:6.1f}/s ({1000 / rate:5.1f} ms)" for name, rate in rates.items()))
+            rows = [f"{name} {rate:6.1f}/s ({1000 / rate:5.1f} ms)" for name, rate in rates.items()]
+            print(f"{source:6s}: " + "; ".join(rows))
 
 
 if __name__ == "__main__":
