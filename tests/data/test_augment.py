@@ -115,6 +115,33 @@ def test_rgb_add_noise_hsv_only_branch_by_hand():
     np.testing.assert_array_equal(result, expected)
 
 
+class _NoiseRecorder(_Recorder):
+    """A `_Recorder` whose Gaussian draw is a fixed array and whose integer draw is a fixed sigma."""
+
+    def __init__(self, uniform, noise, sigma):
+        super().__init__(uniform)
+        self.noise, self.sigma = noise, sigma
+
+    def integers(self, low, high=None):
+        super().integers(low, high)
+        return self.sigma
+
+    def standard_normal(self, size):
+        super().standard_normal(size)
+        return self.noise.copy()
+
+
+def test_rgb_add_noise_gaussian_step_by_hand():
+    # random() = 0.5: the HSV step only, then sigma = 13 and clip(image + 13·noise) in float64, both ends clipped.
+    image = _image(4)
+    noise = np.random.default_rng(2).standard_normal(image.shape) * 20.0
+    result = rgb_add_noise(image, _NoiseRecorder(0.5, noise, 13))
+    hsv_only = rgb_add_noise(image, _Recorder(0.5))  # sigma 0: checked by hand above
+    expected = np.clip(hsv_only.astype(np.float64) + noise * 13.0, 0.0, 255.0).astype(np.uint8)
+    assert (expected == 0).any() and (expected == 255).any()
+    np.testing.assert_array_equal(result, expected)
+
+
 def test_rgb_add_noise_reproducible_and_legacy_compatible():
     image = _image(1)
     first = rgb_add_noise(image, np.random.default_rng(9))
