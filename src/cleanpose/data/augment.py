@@ -214,10 +214,7 @@ def rgb_add_noise(rgb: np.ndarray, rng: RandomSource) -> np.ndarray:
         image = cv2.GaussianBlur(image, kernel_size, rng.random())
 
     sigma = rng.integers(15) if rng.random() > 0.2 else rng.integers(25)
-    noisy = rng.standard_normal(image.shape)  # image + noise·sigma in float64, computed in place (same values)
-    noisy *= sigma
-    noisy += image
-    image = np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
+    image = np.clip(image + rng.standard_normal(image.shape) * sigma, 0, 255).astype(np.uint8)
 
     if rng.random() > 0.8:
         image = image + rng.normal(0.0, 7.0, image.shape)
