@@ -50,8 +50,10 @@ def _check_same_size(shapes: dict[str, tuple[int, ...]]) -> None:
 
 
 def _color_reader(path: Path, mask_path: Path, mask_shape: tuple[int, ...], read_rgb=read_color):
-    """A function reading a training colour image with `read_rgb`: unreadable → `InstanceSkipped`, other
-    size → error."""
+    """A function reading a training colour image: unreadable → `InstanceSkipped`, other size → error.
+
+    `read_rgb` decodes the file (`read_color`, or a `DecodedFrameCache`'s ``color``).
+    """
 
     def read() -> np.ndarray:
         try:
