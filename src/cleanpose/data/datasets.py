@@ -49,10 +49,10 @@ def _check_same_size(shapes: dict[str, tuple[int, ...]]) -> None:
         raise DataFormatError(f"frame images differ in size (rows x cols): {listing}")
 
 
-def _color_reader(path: Path, mask_path: Path, mask_shape: tuple[int, ...], read_rgb=read_color):
+def _color_reader(path: Path, mask_path: Path, mask_shape: tuple[int, ...], read_rgb):
     """A function reading a training colour image: unreadable → `InstanceSkipped`, other size → error.
 
-    `read_rgb` decodes the file (`read_color`, or a `DecodedFrameCache`'s ``color``).
+    `read_rgb` decodes the file (a `DecodedFrameCache`'s ``color``, which is `read_color` without a cache dir).
     """
 
     def read() -> np.ndarray:
