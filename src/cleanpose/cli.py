@@ -501,7 +501,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_test(args: argparse.Namespace) -> int:
     from cleanpose.config import save_config
-    from cleanpose.data.build import build_test_dataset
+    from cleanpose.data.build import build_run_test_dataset
     from cleanpose.engine.test import evaluate_and_report, predict_dataset
     from cleanpose.engine.train import resolve_device
     from cleanpose.metrics import format_markdown_table
@@ -510,15 +510,7 @@ def _run_test(args: argparse.Namespace) -> int:
     config = _load_train_config(args)
     device = resolve_device(config.run.device)
     model = load_checkpoint(args.checkpoint).to(device)
-    dataset = build_test_dataset(
-        config.data.root,
-        config.data.test_split,
-        masks=args.masks,
-        image_size=config.data.image_size,
-        num_points=config.data.num_points,
-        seed=config.run.seed,
-        depth_cache_dir=config.data.depth_cache_dir,
-    )
+    dataset = build_run_test_dataset(config, args.masks)
     results = predict_dataset(
         model,
         dataset,

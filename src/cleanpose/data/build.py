@@ -74,3 +74,18 @@ def build_test_dataset(
         return HouseCat6DTestDataset(root, **common)
     detections = "segmentation" if masks == "segmentation" else "ground_truth"
     return NocsTestDataset(root, split, detections=detections, **common)
+
+
+def build_run_test_dataset(config: TrainConfig, masks: str, *, root=None, split: str | None = None) -> Dataset:
+    """`build_test_dataset` with a run's settings: ``data.image_size``, ``data.num_points``, ``run.seed`` and
+    ``data.depth_cache_dir``; ``root`` and ``split`` default to ``data.root`` and ``data.test_split``."""
+    data = config.data
+    return build_test_dataset(
+        data.root if root is None else root,
+        data.test_split if split is None else split,
+        masks=masks,
+        image_size=data.image_size,
+        num_points=data.num_points,
+        seed=config.run.seed,
+        depth_cache_dir=data.depth_cache_dir,
+    )

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from cleanpose.config import TrainConfig, load_config
-from cleanpose.data.build import build_test_dataset, build_training_datasets
+from cleanpose.data.build import build_run_test_dataset, build_training_datasets
 from cleanpose.data.synth.generate import generate
 from cleanpose.engine.queue_extraction import extract_queue, write_queue_file
 from cleanpose.engine.test import evaluate_and_report, predict_dataset
@@ -89,14 +89,7 @@ def run_demo(
     checkpoint = train(config, quiet=quiet)
     logger.info("4/5 testing on the synthetic REAL275-like split")
     model = load_checkpoint(checkpoint).to(device)
-    dataset = build_test_dataset(
-        config.data.root,
-        config.data.test_split,
-        masks="segmentation",
-        image_size=config.data.image_size,
-        num_points=config.data.num_points,
-        seed=config.run.seed,
-    )
+    dataset = build_run_test_dataset(config, "segmentation")
     results = predict_dataset(
         model,
         dataset,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from cleanpose.data.build import build_test_dataset
+from cleanpose.data.build import build_run_test_dataset
 from cleanpose.engine import distributed
 from cleanpose.engine.checkpoint import save_training_state
 from cleanpose.engine.test import evenly_spaced, load_items, predict_items
@@ -278,16 +278,9 @@ class ValidationHook(HookBase):
         distributed.barrier()
 
     def _load_items(self) -> list[dict]:
-        data, run = self.config.data, self.config.run
-        dataset = build_test_dataset(
-            data.val_root or data.root,
-            data.val_split,
-            masks=data.val_masks,
-            image_size=data.image_size,
-            num_points=data.num_points,
-            seed=run.seed,
-            depth_cache_dir=data.depth_cache_dir,
-        )
+        data = self.config.data
+        root = data.val_root or data.root
+        dataset = build_run_test_dataset(self.config, data.val_masks, root=root, split=data.val_split)
         return load_items(dataset, evenly_spaced(len(dataset), data.val_max_images), workers=data.workers)
 
     def _validate(self, step: int, epoch: int) -> None:
