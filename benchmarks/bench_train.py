@@ -1,7 +1,7 @@
 """Our whole training step and eval forward, timed as ../shared/refbench times the reference (issue 17).
 
 Usage (from the repository root):
-    python -m benchmarks.bench_train --device cuda [--precision bf16] [--cuda-graph] [--profile DIR] [--json out.json]
+    python -m benchmarks.bench_train --device cuda [--precision bf16] [--graph-step] [--cuda-graph] [--profile DIR]
     OMP_NUM_THREADS=2 python -m benchmarks.bench_train --device cpu --batch 3 1 --warmup 1 --steps 2 --infer 1
 
 The step is ``Trainer.run_step`` at the reference's size (``configs/nocs.yaml``: frozen DINOv2 ViT-S/14 with
@@ -10,11 +10,13 @@ random features, Adam + triangular CyclicLR) on pinned CPU batches of 30 CAMERA 
 forward with augmentation, queue draw and teacher, loss, backward, queue push, optimiser and schedule step.
 ``torch.cuda.synchronize()`` before and after each step, host clock; ``--warmup`` untimed steps, then the
 median, p10 and p90 of ``--steps`` timed ones, rotating through 4 distinct batches; peak tensor memory of the
-timed steps. ``--infer N ...``: the eval-mode forward (``torch.inference_mode``) of one frame of N objects,
-timed the same way (``--infer-iters``); with ``--cuda-graph`` also replayed from a CUDA graph
-(``cleanpose.models.cuda_graph.GraphedEvalForward``: host queue draw, copy into the static buffers, replay; the
-capture happens in the warm-up), and the graph's outputs checked bit for bit against the eager forward's on one
-queue draw. ``--profile DIR``: a ``torch.profiler`` trace of one step
+timed steps. ``--graph-step``: the step replayed from a CUDA graph (``run.cuda_graph``; its warm-up steps and
+the capture fall in the untimed warm-up). TF32 stays at PyTorch's defaults, as in the reference run (matrix
+products fp32, cuDNN convolutions may use TF32); the report records them. ``--infer N ...``: the eval-mode
+forward (``torch.inference_mode``) of one frame of N objects, timed the same way (``--infer-iters``); with
+``--cuda-graph`` also replayed from a CUDA graph (``cleanpose.models.cuda_graph.GraphedEvalForward``: host queue
+draw, copy into the static buffers, replay; the capture happens in the warm-up), and the graph's outputs checked
+bit for bit against the eager forward's on one queue draw. ``--profile DIR``: a ``torch.profiler`` trace of one step
 (``trace.json.gz``, summarise with ../shared/refbench/trace_top.py) and the forward device time of each
 top-level module (``modules.json``). ``--count-syncs``: host synchronisations of one step, counted by
 ``torch.cuda.set_sync_debug_mode('warn')``.
@@ -52,6 +54,7 @@ TOP_MODULES = (
 def build_trainer(args: argparse.Namespace, device: torch.device) -> Trainer:
     """A trainer over the reference-size net with random weights (no datasets: batches are fed directly)."""
     overrides = [f"run.precision={args.precision}", f"run.seed={args.seed}", f"data.batch_sizes={args.batch}"]
+    overrides += [f"run.cuda_graph={args.graph_step}"]
     overrides += args.set
     config = load_config(CONFIG, TrainConfig, overrides=overrides)
     torch.manual_seed(args.seed)
@@ -210,6 +213,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--infer-warmup", type=int, default=10)
     parser.add_argument("--infer-iters", type=int, default=50)
     parser.add_argument("--cuda-graph", action="store_true", help="also time the inference replayed from a CUDA graph")
+    parser.add_argument("--graph-step", action="store_true", help="replay the training step from a CUDA graph")
     parser.add_argument("--profile", type=Path, default=None, help="folder for the profile of one step")
     parser.add_argument("--count-syncs", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
@@ -224,15 +228,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     trainer = build_trainer(args, device)
     steps = pinned_batches(args, trainer.config.model.num_categories)
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    report: dict = {"device": device_name(device), "torch": torch.__version__, "settings": settings}
+    report: dict = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "settings": settings,
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "graph_step": trainer.graphed is not None,
+    }
     times, peak = time_steps(trainer, steps, args.warmup, args.steps)
     report["train_step_ms"] = summarize_ms(times)
     report["train_peak_mib"] = peak / 2**20
+    if device.type == "cuda":  # absolute, like the reference's figure; a CUDA graph's pool counts as reserved only
+        report["train_peak_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        report["train_peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
     if args.count_syncs and device.type == "cuda":
         report["host_syncs_per_step"] = count_syncs(trainer, steps)
     if args.profile is not None:
@@ -247,9 +258,12 @@ def main(argv=None) -> None:
             report[f"infer_{objects}_graph_peak_mib"] = peak / 2**20
             report[f"infer_{objects}_graph_identical"] = identical
     line = (
-        f"ours {args.precision} {report['device']}: step median {report['train_step_ms']['median']:.1f} ms "
+        f"ours {args.precision}{' graph-step' if report['graph_step'] else ''} {report['device']}: "
+        f"step median {report['train_step_ms']['median']:.1f} ms "
         f"(p10 {report['train_step_ms']['p10']:.1f}, p90 {report['train_step_ms']['p90']:.1f}), "
-        f"peak {report['train_peak_mib']:.0f} MiB"
+        f"peak {report['train_peak_mib']:.0f} MiB above the start, "
+        f"{report.get('train_peak_allocated_mib', 0):.0f} MiB allocated, "
+        f"{report.get('train_peak_reserved_mib', 0):.0f} MiB reserved"
     )
     for objects in args.infer:
         line += f"; infer {objects} obj {report[f'infer_{objects}_ms']['median']:.1f} ms"

@@ -788,6 +788,10 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
     precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={"choices": ("fp32", "bf16")})
     """bf16 autocast of the forward pass (CUDA); fp32 reproduces the reference."""
+    cuda_graph: bool = False
+    """Replay each step's forward, loss, backward and queue push from one CUDA graph (the same arithmetic and
+    draws, without the host's kernel launches). Used on one CUDA process with one micro-batch; elsewhere the
+    run logs why and steps eagerly."""
     initial_queue: str | None = None
     """Initial confounder queue file written by ``cleanpose queue``; required with the front door."""
     queue_teacher_checkpoint: str | None = None

@@ -41,7 +41,7 @@ class _Samples(torch.utils.data.Dataset):
 
 def _trainer(hooks, fail_at_step):
     config = SimpleNamespace(
-        run=SimpleNamespace(micro_batches=1, iterations_per_epoch=None, epochs=1, seed=0),
+        run=SimpleNamespace(micro_batches=1, iterations_per_epoch=None, epochs=1, seed=0, cuda_graph=False),
         data=SimpleNamespace(batch_sizes=[2], workers=0),
     )
     trainer = Trainer(config, None, None, None, None, [_Samples()], torch.device("cpu"), hooks)

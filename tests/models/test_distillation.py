@@ -1,6 +1,7 @@
 """Tests of cleanpose.models.distillation against float64 oracles written with explicit loops."""
 
 import argparse
+import copy
 import math
 
 import pytest
@@ -298,6 +299,26 @@ def test_pointbert_forward_matches_float64_oracle(mode):
     _assert_close(actual, expected)
     # Train mode updates the BatchNorm running statistics, as the reference's train-mode teacher does.
     assert not torch.equal(running_before, teacher.patch_encoder.first_conv[1].running_mean)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pointbert_patch_encoder_rows_layout_computes_the_map_layout(training):
+    # Under bf16 autocast the mini-PointNet runs on (points, channels) rows; in float64 (which autocast leaves
+    # alone) it must agree with the (groups, channels, points) layout, BatchNorm running statistics included.
+    generator = torch.Generator().manual_seed(31)
+    maps = PointBERTTeacher(mode="train").patch_encoder.double().train(training)
+    for norm in (maps.first_conv[1], maps.second_conv[1]):
+        norm.running_mean.copy_(torch.randn(norm.num_features, generator=generator) * 0.1)
+        norm.running_var.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+    rows = copy.deepcopy(maps)
+    groups = torch.randn(2, 5, 32, 3, generator=generator, dtype=torch.float64) * 0.02
+    expected = maps(groups)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rows(groups)
+    assert got.shape == (2, 5, 256) and got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    for (name, actual), reference in zip(rows.named_buffers(), maps.buffers()):
+        torch.testing.assert_close(actual, reference, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_pointbert_train_mode_needs_a_generator():

@@ -1,5 +1,6 @@
 """PointNet2MSG: reference sizes and keys, float64 loop oracles for one SA and one FP level, gradients."""
 
+import copy
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cleanpose.models.point_encoder import (
     PointNet2MSG,
     SetAbstractionMSG,
     reference_key_map,
+    rows_layout,
 )
 
 TSV = Path("/work/shared/specs/cleanpose_state_dict_keys.tsv")
@@ -184,6 +186,32 @@ def test_full_encoder_float32_agrees_with_float64():
     out32 = model(points)
     out64 = model.double()(points.double())
     torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_rows_layout_under_bf16_autocast_computes_the_map_layout(training):
+    # Under bf16 autocast the shared MLPs run on (points, channels) rows. Autocast leaves float64 alone, so in
+    # float64 the two layouts must agree to rounding: outputs, gradients and BatchNorm running statistics.
+    generator = torch.Generator().manual_seed(25)
+    maps = tiny_encoder()
+    randomize_batch_norms(maps, generator)
+    maps = maps.double().train(training)
+    rows = copy.deepcopy(maps)
+    points = torch.rand(2, 64, 3, generator=generator, dtype=torch.float64) - 0.5
+    weights = torch.randn(2, 6, 64, generator=generator, dtype=torch.float64)
+    assert not rows_layout(points)
+    expected = maps(points)
+    (expected * weights).sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert rows_layout(points)
+        got = rows(points)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    (got * weights).sum().backward()
+    for (name, actual), reference in zip(rows.named_parameters(), maps.parameters()):
+        torch.testing.assert_close(actual.grad, reference.grad, rtol=1e-9, atol=1e-12, msg=name)
+    for (name, actual), reference in zip(rows.named_buffers(), maps.buffers()):
+        torch.testing.assert_close(actual, reference, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_from_config_builds_the_configured_levels():

@@ -33,10 +33,14 @@ def numpy_generator(key: Sequence[int]) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64([int(value) for value in key]))
 
 
+def torch_seed(key: Sequence[int]) -> int:
+    """The 63-bit seed that `torch_generator` derives from `key` (SeedSequence)."""
+    return int(np.random.SeedSequence([int(value) for value in key]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def torch_generator(key: Sequence[int], device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator on `device` seeded with a 63-bit value derived from `key` (SeedSequence)."""
-    seed = np.random.SeedSequence([int(value) for value in key]).generate_state(1, np.uint64)[0] >> np.uint64(1)
-    return torch.Generator(device=device).manual_seed(int(seed))
+    """A torch generator on `device` seeded with `torch_seed(key)`."""
+    return torch.Generator(device=device).manual_seed(torch_seed(key))
 
 
 def legacy_random_state(key: Sequence[int]) -> np.random.RandomState:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from cleanpose.data.rng import PERMUTATION_KEY, legacy_random_state, numpy_generator, torch_generator
+from cleanpose.data.rng import PERMUTATION_KEY, legacy_random_state, numpy_generator, torch_generator, torch_seed
 from cleanpose.errors import ConfigError
 
 
@@ -83,6 +83,11 @@ class ShardedBatchSampler(Sampler):
 def step_generator(seed: int, epoch: int, step: int, shard: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The torch generator of one shard's in-model draws (augmentation, teacher DropPath) at one step."""
     return torch_generator([seed, epoch, step, shard, 7], device)
+
+
+def step_seed(seed: int, epoch: int, step: int, shard: int) -> int:
+    """The seed of :func:`step_generator` (to re-seed one long-lived generator, as a CUDA graph needs)."""
+    return torch_seed([seed, epoch, step, shard, 7])
 
 
 def queue_random_state(seed: int, epoch: int, step: int, shard: int) -> np.random.RandomState:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -26,6 +27,7 @@ from cleanpose.data.collate import concat_batches
 from cleanpose.engine import distributed
 from cleanpose.engine.batching import ShardedBatchSampler, queue_random_state, step_generator
 from cleanpose.engine.checkpoint import load_training_state
+from cleanpose.engine.graphed_step import build_graphed_step
 from cleanpose.engine.hooks import HookBase, call_hooks, default_hooks, training_hooks
 from cleanpose.engine.queue_extraction import read_queue_file
 from cleanpose.errors import ConfigError
@@ -91,6 +93,7 @@ class Trainer:
         self.max_steps = config.run.epochs * self.steps_per_epoch
         for hook in self.hooks:
             hook.trainer = self
+        self.graphed = build_graphed_step(self)
 
     @property
     def network(self) -> CleanPoseNet:
@@ -165,31 +168,42 @@ class Trainer:
             self._call("after_epoch")
 
     def run_step(self, shards: list[list[dict]]) -> StepResult:
-        """Forward, loss and backward for each of this rank's shards, queue update, optimiser step."""
-        config, epoch, step = self.config, self.epoch, self.step
+        """Forward, loss and backward for each of this rank's shards, queue update, optimiser step.
+
+        With a :class:`~cleanpose.engine.graphed_step.GraphedTrainStep` (``run.cuda_graph``) everything before
+        the optimiser step is replayed from a CUDA graph (same arithmetic, same draws).
+        """
+        epoch, step = self.epoch, self.step
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.graphed is not None:
+            totals = self.graphed(shards[0], epoch, step)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            totals = self.forward_backward(shards, epoch, step)
+        self.optimizer.step()
+        self.scheduler.step()
+        objects = sum(part["pts"].shape[0] for parts in shards for part in parts) * self.world_size
+        return StepResult(step=step, epoch=epoch, losses=totals, objects=objects)
+
+    def forward_backward(self, shards: list[list[dict]], epoch: int, step: int) -> dict[str, torch.Tensor]:
+        """Accumulate the gradients of this rank's shards and push the gathered pooled features into the queue.
+
+        Returns:
+            The loss terms, mean over the shards, on the device.
+        """
         categories, pooled, totals = [], [], {}
         for m, parts in enumerate(shards):
             shard = self.rank * self.micro_batches + m
             # Upload each (pinned) part, then concatenate on the device: a host-side cat would be pageable.
             parts = [{key: value.to(self.device, non_blocking=True) for key, value in part.items()} for part in parts]
-            batch = concat_batches(parts) if len(parts) > 1 else parts[0]
             sync = contextlib.nullcontext() if m == len(shards) - 1 or self.world_size == 1 else self.model.no_sync()
             with sync:
-                with _autocast(self.device, config.run.precision):
-                    outputs = self.model(
-                        batch,
-                        generator=step_generator(config.run.seed, epoch, step, shard, self.device),
-                        queue_random_state=queue_random_state(config.run.seed, epoch, step, shard),
-                        update_queue=False,
-                    )
-                outputs = {key: value.float() if value.is_floating_point() else value for key, value in outputs.items()}
-                if len(parts) > 1:
-                    losses = split_batch_loss(self.loss, outputs, batch, parts[0]["pts"].shape[0])
-                else:
-                    losses = self.loss(outputs, batch)
-                (losses["total"] / len(shards)).backward()
+                losses, outputs, batch = self.shard_backward(
+                    parts,
+                    len(shards),
+                    generator=step_generator(self.config.run.seed, epoch, step, shard, self.device),
+                    queue_random_state=queue_random_state(self.config.run.seed, epoch, step, shard),
+                )
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0) + value.detach() / len(shards)
             if "pooled_kpt_feature" in outputs:
@@ -199,10 +213,46 @@ class Trainer:
             self.network.queue.push(
                 distributed.all_gather_concat(torch.cat(categories)), distributed.all_gather_concat(torch.cat(pooled))
             )
-        self.optimizer.step()
-        self.scheduler.step()
-        objects = sum(part["pts"].shape[0] for parts in shards for part in parts) * self.world_size
-        return StepResult(step=step, epoch=epoch, losses=totals, objects=objects)
+        return totals
+
+    def shard_backward(
+        self,
+        parts: list[dict[str, torch.Tensor]],
+        num_shards: int,
+        *,
+        generator: torch.Generator,
+        queue_random_state: np.random.RandomState | None = None,
+        queue_idx: torch.Tensor | None = None,
+        autocast_cache: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Forward, loss and backward (of ``loss / num_shards``) of one shard, without touching the queue.
+
+        Args:
+            parts: the shard's part of each source, on the device (concatenated in order).
+            num_shards: shards of this rank's step (the loss is divided by it).
+            generator: the shard's in-model draws (augmentation, dropout, DropPath).
+            queue_random_state, queue_idx: the queue draw (:meth:`CleanPoseNet.forward`).
+            autocast_cache: autocast's weight-cast cache (off inside a CUDA-graph capture; same values).
+
+        Returns:
+            ``(losses, outputs, batch)``: the loss terms, the float outputs and the concatenated batch.
+        """
+        batch = concat_batches(parts) if len(parts) > 1 else parts[0]
+        with _autocast(self.device, self.config.run.precision, autocast_cache):
+            outputs = self.model(
+                batch,
+                queue_idx,
+                generator=generator,
+                queue_random_state=queue_random_state,
+                update_queue=False,
+            )
+        outputs = {key: value.float() if value.is_floating_point() else value for key, value in outputs.items()}
+        if len(parts) > 1:
+            losses = split_batch_loss(self.loss, outputs, batch, parts[0]["pts"].shape[0])
+        else:
+            losses = self.loss(outputs, batch)
+        (losses["total"] / num_shards).backward()
+        return losses, outputs, batch
 
     def _call(self, name: str, *args) -> None:
         call_hooks(self.hooks, name, *args)
@@ -222,9 +272,9 @@ class _InterleavedSampler(torch.utils.data.Sampler):
             yield from batches
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str, cache: bool = True):
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -263,12 +313,15 @@ def build_loss(config: TrainConfig) -> CleanPoseLoss:
 def prepare_model(config: TrainConfig, device: torch.device) -> CleanPoseNet:
     """Build the network, fill its queue from ``run.initial_queue`` and attach the teacher.
 
-    The initial weights depend only on ``run.seed``. Modules an ablation switches off (front door,
-    distillation head) are frozen, so the optimiser skips them and DDP does not wait for their gradients.
+    The initial weights (and a teacher's without checkpoint) depend only on ``run.seed``. Modules an ablation
+    switches off (front door, distillation head) are frozen, so the optimiser skips them and DDP does not wait
+    for their gradients.
     """
     with torch.random.fork_rng(devices=[]):  # the modules' default init draws from the global generator
         torch.manual_seed(config.run.seed)
         model = build_model(config.model)
+        # a teacher without checkpoint keeps its random initial weights: seeded as well
+        teacher = build_teacher(config.model.distillation) if distillation_active(config) else None
     if config.model.use_front_door:
         if config.run.initial_queue is None:
             raise ConfigError(
@@ -277,8 +330,8 @@ def prepare_model(config: TrainConfig, device: torch.device) -> CleanPoseNet:
         model.queue.fill(read_queue_file(config.run.initial_queue, model.queue.features.shape))
     else:
         model.front_door.requires_grad_(False)
-    if distillation_active(config):
-        model.attach_teacher(build_teacher(config.model.distillation))
+    if teacher is not None:
+        model.attach_teacher(teacher)
     else:
         model.distillation_head.requires_grad_(False)
     return model.to(device)

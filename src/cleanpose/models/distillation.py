@@ -38,6 +38,7 @@ from torch import nn
 
 from cleanpose.errors import CheckpointError
 from cleanpose.fileio import atomic_writer
+from cleanpose.models.point_encoder import rows_layout
 from cleanpose.models.state import load_file, load_state_strict
 from cleanpose.models.weights import ULIP_TEACHERS, resolve_weights
 from cleanpose.ops import furthest_point_sample, gather_points, knn_points
@@ -326,13 +327,39 @@ class _PatchEncoder(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
-        """(B, G, S, 3) neighbourhoods relative to their centre → (B, G, out_dim)."""
+        """(B, G, S, 3) neighbourhoods relative to their centre → (B, G, out_dim).
+
+        Under :func:`~cleanpose.models.point_encoder.rows_layout` (bf16 autocast) computed on (B·G·S, C)
+        rows, one per point: each 1x1 convolution is a matrix product, the BatchNorm normalises the rows
+        (the same statistics as over the (B·G, C, S) map) and the max runs with the channels contiguous.
+        """
         batch, num_groups, size, _ = groups.shape
+        if rows_layout(groups):
+            return self._forward_rows(groups).reshape(batch, num_groups, self.out_dim)
         features = self.first_conv(groups.reshape(batch * num_groups, size, 3).transpose(2, 1))
         pooled = features.max(dim=2, keepdim=True).values
         features = torch.cat([pooled.expand(-1, -1, size), features], dim=1)
         features = self.second_conv(features).max(dim=2).values
         return features.reshape(batch, num_groups, self.out_dim)
+
+    def _forward_rows(self, groups: torch.Tensor) -> torch.Tensor:
+        """(B, G, S, 3) → (B·G, out_dim), channels last."""
+        batch, num_groups, size, _ = groups.shape
+        features = _pointwise(self.first_conv, groups.reshape(-1, 3)).view(batch * num_groups, size, -1)
+        pooled = features.max(dim=1, keepdim=True).values
+        features = torch.cat([pooled.expand(-1, size, -1), features], dim=2)
+        features = _pointwise(self.second_conv, features.view(batch * num_groups * size, -1))
+        return features.view(batch * num_groups, size, -1).max(dim=1).values
+
+
+def _pointwise(layers: nn.Sequential, rows: torch.Tensor) -> torch.Tensor:
+    """Apply 1x1 ``Conv1d``, ``BatchNorm1d`` and activation layers to (P, C) rows, one row per point."""
+    for layer in layers:
+        if isinstance(layer, nn.Conv1d):
+            rows = F.linear(rows, layer.weight.flatten(1), layer.bias)
+        else:
+            rows = layer(rows)
+    return rows
 
 
 class _Attention(nn.Module):

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cleanpose.config import PointEncoderConfig
@@ -52,6 +53,7 @@ __all__ = [
     "SharedMLP",
     "SharedMLPLayer",
     "reference_key_map",
+    "rows_layout",
 ]
 
 DEFAULT_NUM_CENTERS = (512, 256, 128, 64)
@@ -82,6 +84,15 @@ class SharedMLPLayer(nn.Module):
         """(B, C_in, H, W) -> (B, C_out, H, W)."""
         return self.activation(self.norm(self.conv(features)))
 
+    def forward_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The same layer on (P, C_in) rows, one per point (channels last) -> (P, C_out).
+
+        The 1x1 convolution is a matrix product; the BatchNorm sees a (P, C, 1, 1) view, so its statistics
+        run over the same P points as over the (B, C, H, W) map (see :func:`rows_layout`).
+        """
+        normalized = self.norm(F.linear(rows, self.conv.weight.flatten(1))[:, :, None, None])
+        return self.activation(normalized.flatten(1))
+
 
 class SharedMLP(nn.Module):
     """A stack of :class:`SharedMLPLayer` with the given channel widths.
@@ -97,10 +108,31 @@ class SharedMLP(nn.Module):
         self.layers = nn.ModuleList(SharedMLPLayer(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H, W)."""
+        """(B, C_in, H, W) -> (B, C_out, H, W); under :func:`rows_layout` computed on (B·H·W, C) rows, the
+        output then a channels-last view."""
+        if not rows_layout(features):
+            for layer in self.layers:
+                features = layer(features)
+            return features
+        batch, channels, height, width = features.shape
+        rows = features.permute(0, 2, 3, 1).reshape(-1, channels)
         for layer in self.layers:
-            features = layer(features)
-        return features
+            rows = layer.forward_rows(rows)
+        return rows.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+def rows_layout(features: torch.Tensor) -> bool:
+    """Whether the point-wise MLPs run on (points, channels) rows: under bfloat16 autocast (issue 17).
+
+    Under bf16, PyTorch's BatchNorm of a (B, C, H, W) map runs its native kernels with one thread block
+    per channel (cuDNN takes no bf16), which leaves most of a GPU idle, and the max over a map's last axis
+    is slow too; on rows it uses the channels-last kernels, and the max runs with the channels contiguous
+    (benchmarks/NOTES.md). In fp32, cuDNN serves the map layout, and the rows made the whole step several
+    times slower on an H100, so fp32 keeps the map layout. Both compute the same function (the same
+    statistics over the same points; only the order of float sums differs).
+    """
+    device = features.device.type
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
 
 
 class SetAbstractionMSG(nn.Module):
@@ -200,7 +232,7 @@ class FeaturePropagation(nn.Module):
         features = three_interpolate(coarse_features, idx, weights)
         if fine_features is not None:
             features = torch.cat([features, fine_features], dim=1)
-        return self.mlp(features.unsqueeze(-1)).squeeze(-1)
+        return self.mlp(features.unsqueeze(-1)).squeeze(-1).contiguous()
 
 
 class PointNet2MSG(nn.Module):
