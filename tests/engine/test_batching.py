@@ -8,6 +8,7 @@ from cleanpose.engine.batching import (
     queue_random_state,
     shard_slice,
     step_generator,
+    step_seed,
 )
 from cleanpose.errors import ConfigError
 
@@ -56,3 +57,14 @@ def test_step_draws_are_keyed_by_step_and_shard_only():
     assert not torch.equal(torch.rand(4, generator=step_generator(5, 1, 7, 0)), torch.rand(4, generator=c))
     assert np.array_equal(queue_random_state(5, 1, 7, 1).rand(3), queue_random_state(5, 1, 7, 1).rand(3))
     assert not np.array_equal(queue_random_state(5, 1, 7, 1).rand(3), queue_random_state(5, 1, 8, 1).rand(3))
+
+
+def test_one_generator_reseeded_with_step_seed_draws_what_the_step_generator_draws():
+    # The CUDA-graph step keeps one generator and re-seeds it every step: its draws must be the eager step's.
+    reused = torch.Generator()
+    for step in (0, 1, 9):
+        reused.manual_seed(step_seed(5, 2, step, 0))
+        fresh = step_generator(5, 2, step, 0)
+        assert torch.equal(torch.rand(6, generator=reused), torch.rand(6, generator=fresh))
+        assert torch.equal(torch.randn(3, generator=reused), torch.randn(3, generator=fresh))
+    assert step_seed(5, 2, 1, 0) != step_seed(5, 2, 1, 1) != step_seed(5, 2, 2, 1)
