@@ -27,6 +27,7 @@ from cleanpose.fileio import atomic_writer
 from cleanpose.models.convert_checkpoint import load_reference_queue
 from cleanpose.models.distillation import PointNet2SSGTeacher, load_ulip_checkpoint
 from cleanpose.models.state import load_file
+from cleanpose.models.teacher_objective import reset_parameters
 from cleanpose.models.weights import ULIP_POINTNET2_SSG, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -76,14 +77,16 @@ def read_queue_file(path: str | Path, expected_shape: tuple[int, int, int] | tor
     return features.float()
 
 
-def build_queue_teacher(checkpoint: str | None) -> PointNet2SSGTeacher:
-    """The frozen ULIP PointNet2-SSG encoder, with its official weights when a file is given."""
+def build_queue_teacher(checkpoint: str | None, seed: int) -> PointNet2SSGTeacher:
+    """The frozen ULIP PointNet2-SSG encoder, with its official weights when a file is given, else with random
+    weights drawn from ``seed`` (so a queue made without the file is the same on every run)."""
     teacher = PointNet2SSGTeacher(mode="eval")
     if checkpoint is None:
         logger.warning(
             "queue extraction without a ULIP PointNet2-SSG checkpoint: random-weight features seed the queue "
             "(training replaces them with the model's own features within a few dozen steps)"
         )
+        reset_parameters(teacher, torch.Generator().manual_seed(seed))
     else:
         load_ulip_checkpoint(resolve_weights(ULIP_POINTNET2_SSG, checkpoint), teacher)
     return teacher.eval()
@@ -99,7 +102,7 @@ def extract_queue(
         config: the training config (batch sizes, seed, queue length, category count).
         datasets: the training datasets, one per source, in batch order.
         device: where the teacher runs.
-        teacher_checkpoint: official ULIP PointNet2-SSG checkpoint; None keeps random weights.
+        teacher_checkpoint: official ULIP PointNet2-SSG checkpoint; None: random weights drawn from ``run.seed``.
 
     Returns:
         (C, Q, 256) float32 on the CPU, oldest (first seen) entry first.
@@ -107,7 +110,7 @@ def extract_queue(
     Raises:
         DataFormatError: a category never appears in a whole epoch of samples.
     """
-    teacher = build_queue_teacher(teacher_checkpoint).to(device)
+    teacher = build_queue_teacher(teacher_checkpoint, config.run.seed).to(device)
     num_categories, length = config.model.num_categories, config.model.front_door.queue_length
     lists: list[list[torch.Tensor]] = [[] for _ in range(num_categories)]
     loaders = [
