@@ -261,10 +261,13 @@ def main(argv=None) -> None:
         f"ours {args.precision}{' graph-step' if report['graph_step'] else ''} {report['device']}: "
         f"step median {report['train_step_ms']['median']:.1f} ms "
         f"(p10 {report['train_step_ms']['p10']:.1f}, p90 {report['train_step_ms']['p90']:.1f}), "
-        f"peak {report['train_peak_mib']:.0f} MiB above the start, "
-        f"{report.get('train_peak_allocated_mib', 0):.0f} MiB allocated, "
-        f"{report.get('train_peak_reserved_mib', 0):.0f} MiB reserved"
+        f"peak {report['train_peak_mib']:.0f} MiB above the start"
     )
+    if device.type == "cuda":
+        line += (
+            f", {report['train_peak_allocated_mib']:.0f} MiB allocated, "
+            f"{report['train_peak_reserved_mib']:.0f} MiB reserved"
+        )
     for objects in args.infer:
         line += f"; infer {objects} obj {report[f'infer_{objects}_ms']['median']:.1f} ms"
         if args.cuda_graph:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cleanpose.engine.batching import queue_random_state, step_seed
+from cleanpose.models.cuda_graph import copy_to_static
 
 if TYPE_CHECKING:
     from cleanpose.engine.train import Trainer
@@ -159,11 +160,9 @@ class GraphedTrainStep:
             )
         for static, part in zip(self._parts, parts):
             for key, value in part.items():
-                static[key].copy_(value, non_blocking=True)
+                copy_to_static(static[key], value)
         if queue_idx is not None:
-            if queue_idx.device.type == "cpu":
-                queue_idx = queue_idx.pin_memory()
-            self._queue_idx.copy_(queue_idx, non_blocking=True)
+            copy_to_static(self._queue_idx, queue_idx)
 
     def _body(self) -> dict[str, torch.Tensor]:
         """Forward, loss, backward and queue push on the static buffers (what the graph records)."""

@@ -44,7 +44,7 @@ import torch
 from cleanpose.errors import BackendUnavailableError, ConfigError
 from cleanpose.models.net import CleanPoseNet, _unpack
 
-__all__ = ["PRECISIONS", "GraphKey", "GraphedEvalForward", "graph_key"]
+__all__ = ["PRECISIONS", "GraphKey", "GraphedEvalForward", "copy_to_static", "graph_key"]
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Autocast dtype of each precision name (None: no autocast)."""
@@ -220,10 +220,7 @@ class GraphedEvalForward:
         if queue_idx is not None:
             pairs.append((captured.queue_idx, queue_idx))
         for static, value in pairs:
-            value = value.reshape(static.shape).to(static.dtype)
-            if value.device.type == "cpu" and not value.is_pinned():
-                value = value.pin_memory()
-            static.copy_(value, non_blocking=True)
+            copy_to_static(static, value.reshape(static.shape).to(static.dtype))
 
     def _capture(self, key: GraphKey, inputs: dict[str, torch.Tensor], queue_idx: torch.Tensor | None) -> _Captured:
         """Allocate the static buffers of ``key``, fill them with this call's inputs, warm up and record."""
@@ -252,6 +249,14 @@ class GraphedEvalForward:
                 captured.outputs = self.model(static, queue_idx=static_idx)
         self._captured[key] = captured
         return captured
+
+
+def copy_to_static(static: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy ``value`` into a graph's static device buffer, ordered on the current stream (a CPU tensor goes
+    through pinned memory, so the copy does not wait for the host)."""
+    if value.device.type == "cpu" and not value.is_pinned():
+        value = value.pin_memory()
+    static.copy_(value, non_blocking=True)
 
 
 def _autocast(precision: str) -> torch.autocast:
